@@ -1,0 +1,115 @@
+"""The one place that knows how fmq_np uses Numba: cache directory, threads, fastmath, CUDA.
+
+Import this module before anything imports :mod:`numba` (``fmq_np/__init__`` does) so that the cache fallback
+takes effect: when the package folder is read-only and ``NUMBA_CACHE_DIR`` is unset, compiled kernels are cached in
+a writable per-user directory instead, so ``cache=True`` can never make an import fail.
+
+Use :func:`jit` (CPU kernels) everywhere instead of calling ``numba.njit`` directly.
+"""
+import os
+import sys
+import tempfile
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _writable(path):
+    try:
+        probe = tempfile.NamedTemporaryFile(dir=path, prefix=".fmq_np_probe_", delete=True)
+        probe.close()
+        return True
+    except OSError:
+        return False
+
+
+def _fallback_cache_dir():
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    candidates = [os.path.join(base, "fmq_np", "numba"),
+                  os.path.join(tempfile.gettempdir(), f"fmq_np-numba-{os.getuid() if hasattr(os, 'getuid') else 0}")]
+    for cand in candidates:
+        try:
+            os.makedirs(cand, exist_ok=True)
+        except OSError:
+            continue
+        if _writable(cand):
+            return cand
+    return None
+
+
+def _configure_cache():
+    """Point NUMBA_CACHE_DIR at a writable place when the package folder is read-only."""
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        return
+    if _writable(_PACKAGE_DIR):
+        return
+    fallback = _fallback_cache_dir()
+    if fallback is not None:
+        os.environ["NUMBA_CACHE_DIR"] = fallback
+        if "numba" in sys.modules:  # numba read its config already: tell it too
+            from numba.core import config
+            config.CACHE_DIR = fallback
+
+
+_configure_cache()
+
+import numba  # noqa: E402  (after the cache set-up on purpose)
+
+#: fastmath flags for float kernels of the networks: reassociation/contraction allowed, but NaN and Inf keep their
+#: meaning (no ``nnan``/``ninf``), so non-finite values are still detected and propagated.
+FASTMATH = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
+
+#: True when the CUDA simulator is on (``NUMBA_ENABLE_CUDASIM=1`` set before numba was imported).
+CUDA_SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM", "0") == "1"
+
+
+def jit(*args, fastmath=False, parallel=False, **kwargs):
+    """``numba.njit`` with fmq_np's policy: cached, nogil; exact IEEE arithmetic unless ``fastmath`` is asked for.
+
+    Usable bare (``@jit``) or with options (``@jit(parallel=True)``, ``@jit(fastmath=FASTMATH)``).
+    """
+    options = dict(cache=True, nogil=True, fastmath=fastmath, parallel=parallel, **kwargs)
+    if len(args) == 1 and callable(args[0]):
+        return numba.njit(**options)(args[0])
+    return numba.njit(*args, **options)
+
+
+def set_threads(n=None):
+    """Set the number of Numba threads (``None``: ``FMQ_NP_THREADS`` or all cores). Returns the number in use."""
+    if n is None:
+        n = int(os.environ.get("FMQ_NP_THREADS", "0")) or numba.config.NUMBA_NUM_THREADS
+    numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
+    return numba.get_num_threads()
+
+
+def get_threads():
+    """Number of threads Numba's parallel kernels use now."""
+    return numba.get_num_threads()
+
+
+def cuda_available():
+    """True when ``numba.cuda`` can run kernels: a real GPU, or the simulator when it is enabled."""
+    if CUDA_SIMULATOR:
+        return True
+    try:
+        from numba import cuda
+        return bool(cuda.is_available())
+    except Exception:  # no driver, no toolkit, broken install: all mean "no GPU"
+        return False
+
+
+def resolve_device(device):
+    """Map ``"cpu" | "cuda" | "auto"`` to ``"cpu"`` or ``"cuda"``; ``"cuda"`` without a GPU raises DeviceError."""
+    from .errors import DeviceError, InputError
+    if device not in ("cpu", "cuda", "auto"):
+        raise InputError(f"device must be 'cpu', 'cuda' or 'auto', got {device!r}")
+    if device == "cpu":
+        return "cpu"
+    if cuda_available():
+        return "cuda"
+    if device == "auto":
+        return "cpu"
+    raise DeviceError("device='cuda' was requested but no CUDA GPU is available (numba.cuda.is_available() is False)")
+
+
+if os.environ.get("FMQ_NP_THREADS"):
+    set_threads()
