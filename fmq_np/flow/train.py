@@ -1,0 +1,173 @@
+"""fit(): flow-matching training of a velocity model on the CondOT path with AdamW, EMA and checkpoints."""
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .._progress import Progress
+from ..errors import FmqError, InputError
+from .coupling import ot_pairing
+from .paths import condot_sample, time_sampler
+from .shapes import check_data
+
+
+@dataclass
+class History:
+    """Per-step training record: ``step`` (1-based), ``loss`` (batch MSE), ``lr``; ``seconds`` of wall time."""
+    step: list = field(default_factory=list)
+    loss: list = field(default_factory=list)
+    lr: list = field(default_factory=list)
+    seconds: float = 0.0
+
+    def as_arrays(self):
+        """``{"step": int64, "loss": float64, "lr": float64}`` arrays (for files and plots)."""
+        return {"step": np.asarray(self.step, np.int64), "loss": np.asarray(self.loss, np.float64),
+                "lr": np.asarray(self.lr, np.float64)}
+
+
+def fit(model, data, steps, batch_size=256, lr=1e-3, seed=0, *, betas=(0.9, 0.95), weight_decay=0.0,
+        ema_decay=0.999, schedule="constant", warmup=0, final_lr=1e-8, times="uniform", coupling=None,
+        checkpoint=None, checkpoint_every=1000, resume=False, progress=None, meta=None):
+    """Train ``model`` in place by flow matching on ``data`` and return its :class:`History`.
+
+    Each step draws ``batch_size`` data points x1 (with replacement), noise x0 ~ N(0, I), times t from the
+    ``times`` sampler (``"uniform"`` or the paper's ``"skewed"``), optionally pairs x0 to x1 by minibatch OT
+    (``coupling="ot"``), and takes an AdamW step on the mean squared error between ``model.forward(x_t, t)`` and
+    x1 − x0. The learning rate follows ``schedule`` (``"constant"``, ``"linear"`` decay to ``final_lr``, ``"cosine"``)
+    after ``warmup`` steps. With ``ema_decay`` > 0 an exponential moving average of the weights is kept and the
+    model ends training holding the EMA weights.
+
+    ``checkpoint``: an HDF5 path written every ``checkpoint_every`` steps, at the end, and when Ctrl-C stops the
+    run after the step in progress (atomic writes; it holds the EMA weights as the model plus everything needed to resume). ``resume=True``
+    continues from that file when it exists. Runs with the same seed are bitwise reproducible on one machine,
+    resumed or not.
+    """
+    from .. import nn  # the trainer needs the optimizers; nn never needs flow
+    data = check_data(model, data)
+    for name, value in (("steps", steps), ("batch_size", batch_size), ("checkpoint_every", checkpoint_every)):
+        if not isinstance(value, (int, np.integer)) or value < 1:
+            raise InputError(f"{name} must be a positive integer, got {value!r}")
+    if not (np.isfinite(lr) and lr > 0):
+        raise InputError(f"lr must be a positive number, got {lr!r}")
+    if coupling not in (None, "ot"):
+        raise InputError(f"coupling must be None or 'ot', got {coupling!r}")
+    if not 0.0 <= ema_decay < 1.0:
+        raise InputError(f"ema_decay must be in [0, 1), got {ema_decay!r}")
+    draw_times = time_sampler(times)
+    lr_at = nn.lr_schedule(schedule, lr=lr, steps=steps, warmup=warmup, final_lr=final_lr)
+
+    rng = np.random.default_rng(seed)
+    opt = nn.AdamW(model.parameters(), lr=lr, betas=tuple(betas), weight_decay=weight_decay)
+    ema = nn.EMA(model.parameters(), decay=ema_decay) if ema_decay > 0 else None
+    history = History()
+    start_step = 0
+    if checkpoint is not None and resume and os.path.exists(checkpoint):
+        start_step = _restore(checkpoint, model, opt, ema, rng, history)
+    run_meta = dict(meta or {}, steps=int(steps), batch_size=int(batch_size), lr=float(lr), seed=int(seed),
+                    betas=list(map(float, betas)), weight_decay=float(weight_decay), ema_decay=float(ema_decay),
+                    schedule=schedule, warmup=int(warmup), times=times, coupling=coupling)
+
+    def save(step):
+        if checkpoint is not None:
+            _save(checkpoint, model, opt, ema, rng, history, step, run_meta)
+
+    t_start = time.perf_counter() - history.seconds
+    with _DeferredInterrupt() as interrupt, Progress(steps, "train", enabled=progress) as bar:
+        bar.update(start_step)
+        for step in range(start_step + 1, steps + 1):
+            rate = lr_at(step - 1)
+            loss = _train_step(model, opt, data, batch_size, rate, rng, draw_times, coupling)
+            if not np.isfinite(loss):
+                raise FmqError(f"training diverged at step {step}: loss is {loss} (lower lr={lr:g}? data scaled?)")
+            if ema is not None:
+                ema.update(model.parameters())
+            history.step.append(step)
+            history.loss.append(loss)
+            history.lr.append(rate)
+            bar.update(1, loss=loss)
+            if interrupt.requested or (step % checkpoint_every == 0 and step < steps):
+                history.seconds = time.perf_counter() - t_start
+                save(step)
+            if interrupt.requested:
+                raise KeyboardInterrupt(f"training interrupted after step {step}"
+                                        + (f"; resume from {checkpoint}" if checkpoint else ""))
+    history.seconds = time.perf_counter() - t_start
+    save(steps)
+    if ema is not None:
+        model.load_parameters(ema.params)
+    return history
+
+
+class _DeferredInterrupt:
+    """Within the block, Ctrl-C only sets ``requested``, so a training step is never left half done."""
+
+    def __enter__(self):
+        self.requested = False
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:          # a second Ctrl-C: stop at once
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
+
+
+def _train_step(model, opt, data, batch_size, rate, rng, draw_times, coupling):
+    """One AdamW step on a fresh batch; returns the batch loss (float). A non-finite loss takes no step."""
+    x1 = data[rng.integers(0, len(data), batch_size)]
+    x0 = rng.standard_normal(x1.shape, dtype=np.float32)
+    t = draw_times(rng, batch_size)
+    if coupling == "ot":
+        x0 = ot_pairing(x0, x1)
+    xt, target = condot_sample(x0, x1, t)
+    diff = model.forward(xt, t) - target
+    loss = float(np.mean(np.square(diff, dtype=np.float64)))
+    if not np.isfinite(loss):
+        return loss
+    model.backward(diff * np.float32(2.0 / diff.size))
+    opt.step(model.gradients(), lr=rate)
+    return loss
+
+
+def _save(path, model, opt, ema, rng, history, step, meta):
+    """Checkpoint: the EMA weights as the model, the raw weights + optimizer + EMA + RNG to resume."""
+    from ..io.checkpoint import save_model
+    raw = {k: v.copy() for k, v in model.parameters().items()}
+    state = {"step": int(step), "rng": rng.bit_generator.state, "seconds": history.seconds,
+             "history": history.as_arrays(), "raw": raw, "optim": opt.state_dict(),
+             "ema": ema.state_dict() if ema is not None else None}
+    if ema is not None:
+        model.load_parameters(ema.params)
+    try:
+        save_model(path, model, meta=dict(meta, trained_steps=int(step)), train_state=state)
+    finally:
+        model.load_parameters(raw)
+
+
+def _restore(path, model, opt, ema, rng, history):
+    """Load a checkpoint written by :func:`_save` into the live objects; returns the step it was taken at."""
+    from ..io.checkpoint import load_train_state
+    state = load_train_state(path, model)
+    model.load_parameters(state["raw"])
+    opt.load_state_dict(state["optim"])
+    if ema is not None:
+        if state["ema"] is None:
+            raise FmqError(f"{path}: checkpoint has no EMA state but ema_decay > 0")
+        ema.load_state_dict(state["ema"])
+    rng.bit_generator.state = state["rng"]
+    h = state["history"]
+    history.step[:] = h["step"].tolist()
+    history.loss[:] = h["loss"].tolist()
+    history.lr[:] = h["lr"].tolist()
+    history.seconds = float(state["seconds"])
+    return int(state["step"])

@@ -1,0 +1,15 @@
+"""Neural networks in NumPy + Numba with hand-written backward passes, and their optimizers.
+
+    m = fq.nn.UNetVelocity(channels=1, size=28, width=32, seed=0)
+    v = m.forward(x, t); dx = m.backward(dv)          # gradients land in m.gradients()
+    opt = fq.nn.AdamW(m.parameters(), lr=1e-3); opt.step(m.gradients())
+
+See :mod:`fmq_np.nn.layers` (layers, layouts), :mod:`fmq_np.nn.models` (networks), :mod:`fmq_np.nn.optim`.
+"""
+from .layers import (Conv2d, GlobalAvgPool, GroupNorm, Linear, Module, ResBlock, SiLU,  # noqa: F401
+                     TimeEmbedding)
+from .models import MODELS, Classifier, MLPVelocity, UNetVelocity, cross_entropy  # noqa: F401
+from .optim import EMA, AdamW, lr_schedule  # noqa: F401
+
+__all__ = ["MLPVelocity", "UNetVelocity", "Classifier", "MODELS", "cross_entropy", "AdamW", "EMA", "lr_schedule",
+           "Module", "Linear", "Conv2d", "GroupNorm", "SiLU", "TimeEmbedding", "ResBlock", "GlobalAvgPool"]

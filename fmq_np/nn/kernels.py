@@ -1,0 +1,252 @@
+"""Numba kernels of the network layers: im2col / col2im, fused group norm (+ scale-shift + SiLU), fused bias + SiLU.
+
+Image tensors here use the *channel-major* layout ``(C, N, H, W)`` (written CNHW): a convolution is then one GEMM
+``W (Cout, Cin*k*k) @ cols (Cin*k*k, N*Ho*Wo)`` whose result is already CNHW. Every kernel writes into an output
+array given by the caller (preallocated buffers), works for float32 and float64, and has a plain-NumPy reference in
+``tests/naive_nn.py``.
+"""
+import math
+
+from numba import prange
+
+from .._numba import FASTMATH, jit
+
+_FASTMATH = set(FASTMATH)  # numba accepts a set (or dict), not the frozenset _numba exports
+
+
+@jit(parallel=True, fastmath=_FASTMATH)
+def im2col(x, k, stride, pad, up, ho, wo, cols):
+    """Unfold ``x`` (C, N, H, W) into ``cols`` (C*k*k, N*ho*wo) for a k×k convolution.
+
+    The convolution sees the input nearest-upsampled by the integer factor ``up`` (1: none), zero-padded by ``pad``
+    and sampled with ``stride``: row ``(c*k + i)*k + j``, column ``(n*ho + oy)*wo + ox`` holds
+    ``xu[c, n, oy*stride - pad + i, ox*stride - pad + j]`` (0 outside), with ``xu[.., y, x] = x[.., y//up, x//up]``.
+    """
+    c_in, n_b, h, w = x.shape
+    hu = h * up
+    wu = w * up
+    for r in prange(c_in * k * k):
+        c = r // (k * k)
+        i = (r // k) % k
+        j = r % k
+        for n in range(n_b):
+            base = n * ho * wo
+            for oy in range(ho):
+                iy = oy * stride - pad + i
+                row = base + oy * wo
+                if iy < 0 or iy >= hu:
+                    for ox in range(wo):
+                        cols[r, row + ox] = 0.0
+                    continue
+                sy = iy // up
+                for ox in range(wo):
+                    ix = ox * stride - pad + j
+                    if ix < 0 or ix >= wu:
+                        cols[r, row + ox] = 0.0
+                    else:
+                        cols[r, row + ox] = x[c, n, sy, ix // up]
+
+
+@jit(parallel=True, fastmath=_FASTMATH)
+def col2im(cols, k, stride, pad, up, ho, wo, dx):
+    """Adjoint of :func:`im2col`: sum ``cols`` (C*k*k, N*ho*wo) back into ``dx`` (C, N, H, W) (overwritten)."""
+    c_in, n_b, h, w = dx.shape
+    hu = h * up
+    wu = w * up
+    for c in prange(c_in):
+        dx[c] = 0.0
+        for i in range(k):
+            for j in range(k):
+                r = (c * k + i) * k + j
+                for n in range(n_b):
+                    base = n * ho * wo
+                    for oy in range(ho):
+                        iy = oy * stride - pad + i
+                        if iy < 0 or iy >= hu:
+                            continue
+                        sy = iy // up
+                        row = base + oy * wo
+                        for ox in range(wo):
+                            ix = ox * stride - pad + j
+                            if ix >= 0 and ix < wu:
+                                dx[c, n, sy, ix // up] += cols[r, row + ox]
+
+
+@jit(parallel=True, fastmath=_FASTMATH)
+def group_norm_fwd(x, groups, gamma, beta, scale, shift, act, eps, y, mean, rstd):
+    """Group norm over (channels of a group, spatial) per sample, then affine, scale-shift and optional SiLU.
+
+    x, y: (C, N, S) with S = H*W; gamma, beta: (C,); scale, shift: (C, N) or shape (0, 0) for none;
+    y = f((gamma[c]*xhat + beta[c]) * (1 + scale[c, n]) + shift[c, n]), f = SiLU if ``act`` else identity.
+    Writes the per-(sample, group) statistics ``mean``, ``rstd`` = 1/sqrt(var + eps) (N, groups) (float64).
+    """
+    c_all, n_b, s_len = x.shape
+    cg = c_all // groups
+    mod = scale.shape[0] > 0
+    count = cg * s_len
+    for p in prange(n_b * groups):
+        n = p // groups
+        g = p % groups
+        acc = 0.0
+        for c in range(g * cg, (g + 1) * cg):
+            for s in range(s_len):
+                acc += x[c, n, s]
+        mu = acc / count
+        acc2 = 0.0
+        for c in range(g * cg, (g + 1) * cg):
+            for s in range(s_len):
+                d = x[c, n, s] - mu
+                acc2 += d * d
+        r = 1.0 / math.sqrt(acc2 / count + eps)
+        mean[n, g] = mu
+        rstd[n, g] = r
+        for c in range(g * cg, (g + 1) * cg):
+            a_mul = gamma[c] * r
+            a_add = beta[c] - mu * a_mul
+            if mod:
+                a_mul = a_mul * (1.0 + scale[c, n])
+                a_add = a_add * (1.0 + scale[c, n]) + shift[c, n]
+            for s in range(s_len):
+                m = x[c, n, s] * a_mul + a_add
+                if act:
+                    m = m / (1.0 + math.exp(-m))
+                y[c, n, s] = m
+
+
+@jit(parallel=True, fastmath=_FASTMATH)
+def group_norm_bwd(dy, x, groups, gamma, beta, scale, shift, act, mean, rstd,
+                   dx, dgamma_part, dbeta_part, dscale, dshift):
+    """Backward of :func:`group_norm_fwd` (same arguments), everything overwritten.
+
+    dx: (C, N, S); dgamma_part, dbeta_part: (N, C) per-sample partial sums (sum over axis 0 gives dgamma, dbeta);
+    dscale, dshift: (C, N), or shape (0, 0) when there is no scale-shift.
+    """
+    c_all, n_b, s_len = x.shape
+    cg = c_all // groups
+    mod = scale.shape[0] > 0
+    count = cg * s_len
+    for p in prange(n_b * groups):
+        n = p // groups
+        g = p % groups
+        mu = mean[n, g]
+        r = rstd[n, g]
+        sum_d = 0.0
+        sum_dx = 0.0
+        for c in range(g * cg, (g + 1) * cg):
+            sc = 1.0
+            sh = 0.0
+            if mod:
+                sc = 1.0 + scale[c, n]
+                sh = shift[c, n]
+            gc = gamma[c]
+            bc = beta[c]
+            dg = 0.0
+            db = 0.0
+            dsc = 0.0
+            dsh = 0.0
+            for s in range(s_len):
+                xh = (x[c, n, s] - mu) * r
+                a = gc * xh + bc
+                dm = dy[c, n, s]
+                if act:
+                    m = a * sc + sh
+                    sg = 1.0 / (1.0 + math.exp(-m))
+                    dm = dm * sg * (1.0 + m * (1.0 - sg))
+                dsh += dm
+                dsc += dm * a
+                da = dm * sc
+                dg += da * xh
+                db += da
+                dxh = da * gc
+                sum_d += dxh
+                sum_dx += dxh * xh
+                dx[c, n, s] = dxh
+            dgamma_part[n, c] = dg
+            dbeta_part[n, c] = db
+            if mod:
+                dscale[c, n] = dsc
+                dshift[c, n] = dsh
+        m1 = sum_d / count
+        m2 = sum_dx / count
+        for c in range(g * cg, (g + 1) * cg):
+            for s in range(s_len):
+                xh = (x[c, n, s] - mu) * r
+                dx[c, n, s] = r * (dx[c, n, s] - m1 - xh * m2)
+
+
+@jit(parallel=True, fastmath=_FASTMATH)
+def bias_act_fwd(z, bias, act, y):
+    """In place ``z += bias`` (bias broadcast along the last axis of the 2-D ``z``), then y = SiLU(z) if ``act`` else z.
+
+    ``y`` may be ``z`` itself when ``act`` is False.
+    """
+    rows, cols = z.shape
+    for i in prange(rows):
+        for j in range(cols):
+            v = z[i, j] + bias[j]
+            z[i, j] = v
+            if act:
+                y[i, j] = v / (1.0 + math.exp(-v))
+            else:
+                y[i, j] = v
+
+
+@jit(parallel=True, fastmath=_FASTMATH)
+def bias_act_fwd_rows(z, bias, act, y):
+    """As :func:`bias_act_fwd` with the bias broadcast along axis 0: ``z[i, :] += bias[i]`` (z: (Cout, N*H*W))."""
+    rows, cols = z.shape
+    for i in prange(rows):
+        b = bias[i]
+        for j in range(cols):
+            v = z[i, j] + b
+            z[i, j] = v
+            if act:
+                y[i, j] = v / (1.0 + math.exp(-v))
+            else:
+                y[i, j] = v
+
+
+@jit(parallel=True, fastmath=_FASTMATH)
+def silu_fwd(x, y):
+    """y = SiLU(x) = x * s(x) elementwise on 2-D arrays, s = logistic."""
+    rows, cols = x.shape
+    for i in prange(rows):
+        for j in range(cols):
+            v = x[i, j]
+            y[i, j] = v / (1.0 + math.exp(-v))
+
+
+@jit(parallel=True, fastmath=_FASTMATH)
+def silu_bwd(dy, z, dz):
+    """dz = dy * SiLU'(z) elementwise on 2-D arrays, SiLU'(z) = s(z) * (1 + z * (1 - s(z))), s = logistic."""
+    rows, cols = z.shape
+    for i in prange(rows):
+        for j in range(cols):
+            v = z[i, j]
+            sg = 1.0 / (1.0 + math.exp(-v))
+            dz[i, j] = dy[i, j] * sg * (1.0 + v * (1.0 - sg))
+
+
+def as2d(a):
+    """View of a C-contiguous array as 2-D (first axis, rest) for the row-parallel kernels (1-D: one row)."""
+    if a.ndim == 1:
+        return a.reshape(1, -1)
+    return a.reshape(a.shape[0], -1)
+
+
+
+@jit(parallel=True, fastmath=_FASTMATH)
+def adamw_update(p, g, m, v, lr, beta1, beta2, eps, weight_decay, bc1, bc2):
+    """One AdamW step in place on flat arrays p, g, m, v (decoupled weight decay, as torch.optim.AdamW).
+
+    p -= lr*wd*p; m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g^2; p -= lr*(m/bc1)/(sqrt(v/bc2) + eps),
+    bc1 = 1 - b1**step, bc2 = 1 - b2**step.
+    """
+    decay = 1.0 - lr * weight_decay
+    for i in prange(p.shape[0]):
+        gi = g[i]
+        mi = beta1 * m[i] + (1.0 - beta1) * gi
+        vi = beta2 * v[i] + (1.0 - beta2) * gi * gi
+        m[i] = mi
+        v[i] = vi
+        p[i] = p[i] * decay - lr * (mi / bc1) / (math.sqrt(vi / bc2) + eps)

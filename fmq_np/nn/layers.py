@@ -1,0 +1,431 @@
+"""Layers with hand-written forward and backward passes (numpy-ml style).
+
+``forward(..., train=True)`` caches what ``backward`` needs and writes into buffers the layer owns (reused from one
+step to the next while the batch shape stays the same); ``train=False`` caches nothing and returns fresh arrays.
+``backward(dy)`` overwrites the layer's gradients (same names as its parameters) and returns dL/dx.
+
+Layouts: :class:`Linear` takes (N, F). The image layers (:class:`Conv2d`, :class:`GroupNorm`, :class:`ResBlock`,
+:class:`GlobalAvgPool`) take the channel-major layout (C, N, H, W) so that a convolution is a single GEMM; models
+convert from and to the public (N, C, H, W) layout once.
+
+Parameters are float32 by default; :meth:`Module.astype` converts a whole module (float64 for gradient checks).
+Arrays given to layers must be C-contiguous and of the module's dtype (the models take care of that).
+"""
+import math
+
+import numpy as np
+
+from ..errors import InputError
+from . import kernels
+
+_NO_MOD = {}
+
+
+def _no_mod(dtype):
+    """An empty (0, 0) array meaning "no scale-shift" for the group norm kernels."""
+    key = np.dtype(dtype)
+    if key not in _NO_MOD:
+        _NO_MOD[key] = np.empty((0, 0), dtype=key)
+    return _NO_MOD[key]
+
+
+class Module:
+    """Parameters, gradients, child modules and reusable buffers.
+
+    ``parameters()`` / ``gradients()`` return ordered dicts of dotted names (``"down.0.0.conv1.weight"``) to the
+    live arrays: optimizers update parameters in place and ``backward`` overwrites gradients in place.
+    """
+
+    def __init__(self):
+        self._params = {}
+        self._grads = {}
+        self._children = {}
+        self._bufs = {}
+
+    def add_param(self, name, value):
+        """Register a parameter (stored float32, C-contiguous) and its zero gradient; returns the array."""
+        arr = np.array(value, dtype=np.float32, order="C")
+        self._params[name] = arr
+        self._grads[name] = np.zeros_like(arr)
+        return arr
+
+    def add_child(self, name, module):
+        """Register a child module under ``name``; returns it."""
+        self._children[name] = module
+        return module
+
+    def modules(self, prefix=""):
+        """Yield ``(dotted prefix, module)`` for this module and all descendants, depth first in registration order."""
+        yield prefix, self
+        for name, child in self._children.items():
+            yield from child.modules(f"{prefix}{name}.")
+
+    def parameters(self):
+        """Ordered dict ``{dotted name: live parameter array}``."""
+        return {pre + k: v for pre, mod in self.modules() for k, v in mod._params.items()}
+
+    def gradients(self):
+        """Ordered dict ``{dotted name: live gradient array}`` with the keys and shapes of :meth:`parameters`."""
+        return {pre + k: v for pre, mod in self.modules() for k, v in mod._grads.items()}
+
+    @property
+    def dtype(self):
+        """Floating dtype of the parameters (float32 unless :meth:`astype` changed it)."""
+        for _, mod in self.modules():
+            for v in mod._params.values():
+                return v.dtype
+        return getattr(self, "_dtype", np.dtype(np.float32))
+
+    def astype(self, dtype):
+        """Convert all parameters and gradients to ``dtype`` (float32 or float64) in place; returns ``self``.
+
+        The parameter arrays are replaced: fetch ``parameters()`` again (and rebuild optimizers) afterwards.
+        """
+        dtype = np.dtype(dtype)
+        if dtype not in (np.float32, np.float64):
+            raise InputError(f"dtype must be float32 or float64, got {dtype}")
+        for _, mod in self.modules():
+            mod._dtype = dtype
+            for k in mod._params:
+                mod._params[k] = mod._params[k].astype(dtype)
+                mod._grads[k] = mod._grads[k].astype(dtype)
+            mod._bufs = {}
+        return self
+
+    def load_parameters(self, params):
+        """Copy ``params`` (dict name -> array) into the live parameters.
+
+        Strict: exactly the same names, shapes and dtypes, finite values; else :class:`InputError` naming the key.
+        """
+        own = self.parameters()
+        if not hasattr(params, "keys"):
+            raise InputError(f"parameters must be a dict of arrays, got {type(params).__name__}")
+        for key in params:
+            if key not in own:
+                raise InputError(f"unexpected parameter {key!r} for {type(self).__name__}")
+        for key, dst in own.items():
+            if key not in params:
+                raise InputError(f"missing parameter {key!r} for {type(self).__name__}")
+            src = params[key]
+            if not isinstance(src, np.ndarray):
+                raise InputError(f"parameter {key!r} must be a numpy array, got {type(src).__name__}")
+            if src.shape != dst.shape:
+                raise InputError(f"parameter {key!r} has shape {src.shape}, expected {dst.shape}")
+            if src.dtype != dst.dtype:
+                raise InputError(f"parameter {key!r} has dtype {src.dtype}, expected {dst.dtype}")
+            if not np.all(np.isfinite(src)):
+                raise InputError(f"parameter {key!r} contains NaN or Inf")
+        for key, dst in own.items():
+            np.copyto(dst, params[key])
+
+    def _buffer(self, name, shape, train, dtype=None):
+        """An uninitialised array (module's dtype by default): reused across training steps, fresh when not training."""
+        dtype = self.dtype if dtype is None else np.dtype(dtype)
+        if not train:
+            return np.empty(shape, dtype=dtype)
+        buf = self._bufs.get(name)
+        if buf is None or buf.shape != tuple(shape) or buf.dtype != dtype:
+            buf = np.empty(shape, dtype=dtype)
+            self._bufs[name] = buf
+        return buf
+
+
+def _uniform(rng, bound, shape):
+    return rng.uniform(-bound, bound, size=shape)
+
+
+class Linear(Module):
+    """y = act(x @ weight.T + bias); x (N, in_features) -> y (N, out_features); act None or "silu" (fused).
+
+    weight (out_features, in_features), bias (out_features,), both U(-1/sqrt(in), 1/sqrt(in)) at init.
+    """
+
+    def __init__(self, in_features, out_features, act=None, rng=None):
+        super().__init__()
+        if act not in (None, "silu"):
+            raise InputError(f"act must be None or 'silu', got {act!r}")
+        rng = np.random.default_rng(0) if rng is None else rng
+        bound = 1.0 / math.sqrt(in_features)
+        self.weight = self.add_param("weight", _uniform(rng, bound, (out_features, in_features)))
+        self.bias = self.add_param("bias", _uniform(rng, bound, (out_features,)))
+        self.act = act
+        self._cache = None
+
+    def forward(self, x, train=True):
+        w, b = self._params["weight"], self._params["bias"]
+        z = self._buffer("z", (x.shape[0], w.shape[0]), train)
+        np.dot(x, w.T, out=z)
+        y = self._buffer("y", z.shape, train) if self.act else z
+        kernels.bias_act_fwd(z, b, self.act is not None, y)
+        if train:
+            self._cache = (x, z)
+        return y
+
+    def backward(self, dy, need_dx=True):
+        x, z = self._cache
+        w = self._params["weight"]
+        if self.act:
+            dz = self._buffer("dz", z.shape, True)
+            kernels.silu_bwd(dy, z, dz)
+        else:
+            dz = dy
+        np.dot(dz.T, x, out=self._grads["weight"])
+        np.sum(dz, axis=0, out=self._grads["bias"])
+        if not need_dx:
+            return None
+        dx = self._buffer("dx", x.shape, True)
+        np.dot(dz, w, out=dx)
+        return dx
+
+
+class SiLU(Module):
+    """y = x * sigmoid(x), any shape (C-contiguous)."""
+
+    def __init__(self):
+        super().__init__()
+        self._x = None
+
+    def forward(self, x, train=True):
+        y = self._buffer("y", x.shape, train)
+        kernels.silu_fwd(kernels.as2d(x), kernels.as2d(y))
+        if train:
+            self._x = x
+        return y
+
+    def backward(self, dy):
+        dx = self._buffer("dx", dy.shape, True)
+        kernels.silu_bwd(kernels.as2d(dy), kernels.as2d(self._x), kernels.as2d(dx))
+        return dx
+
+
+_SCRATCH = {}
+
+
+def _scratch(shape, dtype):
+    """A shared transient buffer (contents undefined) for data that lives only inside one backward call."""
+    key = (tuple(shape), np.dtype(dtype))
+    buf = _SCRATCH.get(key)
+    if buf is None:
+        if len(_SCRATCH) > 32:
+            _SCRATCH.clear()
+        buf = _SCRATCH[key] = np.empty(shape, dtype=dtype)
+    return buf
+
+
+class Conv2d(Module):
+    """2-D convolution on (C, N, H, W): k×k kernel, ``stride`` 1 or 2, zero ``padding`` (default k//2).
+
+    ``up`` = 2 nearest-upsamples the input first (fused into the unfolding: "upsample + conv"), so the output is
+    (out_channels, N, Ho, Wo) with Ho = (H*up + 2*padding - k)//stride + 1. ``act`` None or "silu" (fused).
+    weight (out_channels, in_channels, k, k), bias (out_channels,), U(-1/sqrt(in*k*k), +) at init.
+    """
+
+    def __init__(self, in_channels, out_channels, k=3, stride=1, padding=None, up=1, act=None, rng=None):
+        super().__init__()
+        if stride not in (1, 2) or up not in (1, 2) or k < 1:
+            raise InputError(f"Conv2d needs stride and up in (1, 2) and k >= 1, got stride={stride}, up={up}, k={k}")
+        if act not in (None, "silu"):
+            raise InputError(f"act must be None or 'silu', got {act!r}")
+        rng = np.random.default_rng(0) if rng is None else rng
+        bound = 1.0 / math.sqrt(in_channels * k * k)
+        self.add_param("weight", _uniform(rng, bound, (out_channels, in_channels, k, k)))
+        self.add_param("bias", _uniform(rng, bound, (out_channels,)))
+        self.k, self.stride, self.up, self.act = k, stride, up, act
+        self.padding = k // 2 if padding is None else padding
+        self._cache = None
+
+    def out_size(self, h, w):
+        """Spatial output size (Ho, Wo) for an input of size (h, w)."""
+        p, k, s, u = self.padding, self.k, self.stride, self.up
+        return (h * u + 2 * p - k) // s + 1, (w * u + 2 * p - k) // s + 1
+
+    def _pointwise(self):
+        return self.k == 1 and self.stride == 1 and self.up == 1 and self.padding == 0
+
+    def forward(self, x, train=True):
+        w, b = self._params["weight"], self._params["bias"]
+        c_out, c_in = w.shape[:2]
+        if x.ndim != 4 or x.shape[0] != c_in:
+            raise InputError(f"Conv2d input must be (C={c_in}, N, H, W), got shape {x.shape}")
+        _, n, h, wd = x.shape
+        ho, wo = self.out_size(h, wd)
+        if self._pointwise():
+            cols = x.reshape(c_in, -1)
+        else:
+            cols = self._buffer("cols", (c_in * self.k * self.k, n * ho * wo), train)
+            kernels.im2col(x, self.k, self.stride, self.padding, self.up, ho, wo, cols)
+        z = self._buffer("z", (c_out, n * ho * wo), train)
+        np.dot(w.reshape(c_out, -1), cols, out=z)
+        y = self._buffer("y", z.shape, train) if self.act else z
+        kernels.bias_act_fwd_rows(z, b, self.act is not None, y)
+        if train:
+            self._cache = (x.shape, cols, z)
+        return y.reshape(c_out, n, ho, wo)
+
+    def backward(self, dy, need_dx=True):
+        x_shape, cols, z = self._cache
+        w = self._params["weight"]
+        c_out = w.shape[0]
+        dy2 = dy.reshape(c_out, -1)
+        if self.act:
+            dz = self._buffer("dz", z.shape, True)
+            kernels.silu_bwd(dy2, z, dz)
+        else:
+            dz = dy2
+        np.dot(dz, cols.T, out=self._grads["weight"].reshape(c_out, -1))
+        np.sum(dz, axis=1, out=self._grads["bias"])
+        if not need_dx:
+            return None
+        dx = self._buffer("dx", x_shape, True)
+        if self._pointwise():
+            np.dot(w.reshape(c_out, -1).T, dz, out=dx.reshape(x_shape[0], -1))
+        else:
+            dcols = _scratch(cols.shape, cols.dtype)
+            np.dot(w.reshape(c_out, -1).T, dz, out=dcols)
+            ho, wo = dy.shape[2], dy.shape[3]
+            kernels.col2im(dcols, self.k, self.stride, self.padding, self.up, ho, wo, dx)
+        return dx
+
+
+class GroupNorm(Module):
+    """Group normalisation of (C, N, H, W) over (C/groups channels × H × W) per sample, affine per channel.
+
+    Optional fused extras: per-(channel, sample) scale-shift ``y = a*(1 + scale) + shift`` with scale, shift (C, N)
+    passed to :meth:`forward` (time conditioning), then ``act="silu"``. weight = 1, bias = 0 at init; eps 1e-5.
+    """
+
+    def __init__(self, channels, groups, act=None, eps=1e-5):
+        super().__init__()
+        if groups < 1 or channels % groups:
+            raise InputError(f"GroupNorm: channels ({channels}) must be divisible by groups ({groups})")
+        if act not in (None, "silu"):
+            raise InputError(f"act must be None or 'silu', got {act!r}")
+        self.add_param("weight", np.ones(channels))
+        self.add_param("bias", np.zeros(channels))
+        self.groups, self.act, self.eps = groups, act, eps
+        self._cache = None
+
+    def forward(self, x, scale=None, shift=None, train=True):
+        c, n = x.shape[:2]
+        if c != self._params["weight"].shape[0]:
+            raise InputError(f"GroupNorm input must have {self._params['weight'].shape[0]} channels, got {x.shape}")
+        if scale is None:
+            scale = shift = _no_mod(x.dtype)
+        x3 = x.reshape(c, n, -1)
+        y = self._buffer("y", x.shape, train)
+        mean = self._buffer("mean", (n, self.groups), train, np.float64)
+        rstd = self._buffer("rstd", (n, self.groups), train, np.float64)
+        kernels.group_norm_fwd(x3, self.groups, self._params["weight"], self._params["bias"], scale, shift,
+                               self.act is not None, self.eps, y.reshape(x3.shape), mean, rstd)
+        if train:
+            self._cache = (x3, x.shape, scale, shift, mean, rstd)
+        return y
+
+    def backward(self, dy):
+        """Returns dx, or (dx, dscale, dshift) when forward was given a scale-shift."""
+        x3, shape, scale, shift, mean, rstd = self._cache
+        c, n = x3.shape[:2]
+        dx = self._buffer("dx", shape, True)
+        dg = self._buffer("dg", (n, c), True)
+        db = self._buffer("db", (n, c), True)
+        mod = scale.shape[0] > 0
+        dscale = self._buffer("dscale", (c, n), True) if mod else scale
+        dshift = self._buffer("dshift", (c, n), True) if mod else shift
+        kernels.group_norm_bwd(dy.reshape(x3.shape), x3, self.groups, self._params["weight"], self._params["bias"],
+                               scale, shift, self.act is not None, mean, rstd, dx.reshape(x3.shape), dg, db,
+                               dscale, dshift)
+        np.sum(dg, axis=0, out=self._grads["weight"])
+        np.sum(db, axis=0, out=self._grads["bias"])
+        return (dx, dscale, dshift) if mod else dx
+
+
+class TimeEmbedding(Module):
+    """Sinusoidal embedding of times t (N,) in [0, 1] -> (N, dim): [cos(s t f_i), sin(s t f_i)], i < dim/2.
+
+    f_i = max_period**(-i/(dim/2)), s = ``scale`` (1000: t behaves like a diffusion step index). No parameters.
+    """
+
+    def __init__(self, dim, scale=1000.0, max_period=10000.0):
+        super().__init__()
+        if dim < 2 or dim % 2:
+            raise InputError(f"TimeEmbedding dim must be even and >= 2, got {dim}")
+        self.dim, self.scale = dim, scale
+        self._freqs = np.exp(-math.log(max_period) * np.arange(dim // 2) / (dim // 2))
+        self._cache = None
+
+    def forward(self, t, train=True):
+        dtype = self.dtype
+        arg = (self.scale * t.astype(np.float64))[:, None] * self._freqs
+        out = np.concatenate([np.cos(arg), np.sin(arg)], axis=1).astype(dtype)
+        if train:
+            self._cache = arg
+        return out
+
+    def backward(self, dy):
+        """Returns dL/dt (N,)."""
+        arg = self._cache
+        half = self.dim // 2
+        dt = (dy[:, half:] * np.cos(arg) - dy[:, :half] * np.sin(arg)) @ (self.scale * self._freqs)
+        return dt.astype(dy.dtype)
+
+
+class GlobalAvgPool(Module):
+    """Mean over H, W: (C, N, H, W) -> (N, C) (features in the public row layout)."""
+
+    def __init__(self):
+        super().__init__()
+        self._shape = None
+
+    def forward(self, x, train=True):
+        if train:
+            self._shape = x.shape
+        return np.ascontiguousarray(x.reshape(x.shape[0], x.shape[1], -1).mean(axis=2).T)
+
+    def backward(self, dy):
+        c, n, h, w = self._shape
+        dx = self._buffer("dx", self._shape, True)
+        dx[...] = (dy.T / (h * w))[:, :, None, None]
+        return dx
+
+
+class ResBlock(Module):
+    """Residual block with time conditioning on (C, N, H, W):
+
+    h = conv1(SiLU(GN1(x))); (scale, shift) = emb(temb_act); h = conv2(SiLU(GN2(h)·(1+scale) + shift));
+    out = h + skip(x), skip = 1×1 conv when in_channels != out_channels else identity.
+    ``temb_act`` (N, time_dim) is the already-activated time embedding (the model applies SiLU once for all blocks).
+    """
+
+    def __init__(self, in_channels, out_channels, time_dim, groups, rng=None):
+        super().__init__()
+        rng = np.random.default_rng(0) if rng is None else rng
+        self.out_channels = out_channels
+        self.norm1 = self.add_child("norm1", GroupNorm(in_channels, groups, act="silu"))
+        self.conv1 = self.add_child("conv1", Conv2d(in_channels, out_channels, 3, rng=rng))
+        self.emb = self.add_child("emb", Linear(time_dim, 2 * out_channels, rng=rng))
+        self.norm2 = self.add_child("norm2", GroupNorm(out_channels, groups, act="silu"))
+        self.conv2 = self.add_child("conv2", Conv2d(out_channels, out_channels, 3, rng=rng))
+        self.skip = (self.add_child("skip", Conv2d(in_channels, out_channels, 1, rng=rng))
+                     if in_channels != out_channels else None)
+
+    def forward(self, x, temb_act, train=True):
+        co = self.out_channels
+        h = self.conv1.forward(self.norm1.forward(x, train=train), train=train)
+        e = self.emb.forward(temb_act, train=train)
+        scale = np.ascontiguousarray(e[:, :co].T)
+        shift = np.ascontiguousarray(e[:, co:].T)
+        h = self.conv2.forward(self.norm2.forward(h, scale, shift, train=train), train=train)
+        h += self.skip.forward(x, train=train) if self.skip is not None else x
+        return h
+
+    def backward(self, dout):
+        """Returns (dx, dtemb_act)."""
+        da2 = self.conv2.backward(dout)
+        dh1, dscale, dshift = self.norm2.backward(da2)
+        de = self._buffer("de", (dscale.shape[1], 2 * self.out_channels), True)
+        de[:, :self.out_channels] = dscale.T
+        de[:, self.out_channels:] = dshift.T
+        dtemb = self.emb.backward(de)
+        dx = self.norm1.backward(self.conv1.backward(dh1))
+        dx += self.skip.backward(dout) if self.skip is not None else dout
+        return dx, dtemb

@@ -1,0 +1,576 @@
+"""Numba CPU kernels of the quantizers (``fmq_np.quant.gpu`` holds ``numba.cuda`` twins with the same names).
+
+Every public kernel takes and returns host NumPy arrays. ``w`` is always the grouped view of a tensor: a C-contiguous
+float32 or float64 array of shape ``(G, n)`` (G groups of n values; see :mod:`fmq_np.quant.tensor`). ``k`` is the
+number of levels (``2**bits``, 2…256). ``codes`` are uint8 ``(G, n)``; codebooks ``(G, k)``. Arithmetic is exact IEEE
+(no fastmath). Values are assumed finite (callers check).
+
+Public kernels (signature → result; semantics incl. tie rules):
+
+``assign(w, codebook) -> codes``
+    Nearest level of the row's codebook (rows ascending, dtype of ``w``). With the thresholds
+    ``t[g, j] = 0.5 * (float64(c[g, j]) + float64(c[g, j + 1]))``, ``code = #{j : w > t[g, j]}`` (comparison exact,
+    in float64): a value exactly half-way between two levels goes to the *lower* one. For a non-strict row
+    (repeated levels) the code may point to any copy of the value. k ≤ 32: branch-free threshold counting;
+    k > 32: binary search (same result).
+``dequantize(codes, codebook) -> w_hat``
+    ``w_hat[g, i] = codebook[g, codes[g, i]]``, dtype of ``codebook``.
+``ot_equal_mass(w, k) -> (codes, codebook)``
+    The paper's equal-mass OT map, per row: k' = min(k, n); stable sort (ties: the earlier flat position gets the
+    lower rank); the sorted row is cut like ``numpy.array_split(sorted, k')`` (the first ``n mod k'`` chunks hold
+    one extra value); chunk j's level is its mean computed exactly as ``numpy.mean`` does in the row's dtype
+    (pairwise summation, blocks of 128, 8 accumulators); every value of chunk j is coded to chunk j's level.
+    The codebook row holds the k' means sorted ascending (stable), padded with the last (largest) one.
+``uniform(w, k) -> (codes, codebook)``
+    Asymmetric min–max, all in the row's dtype: ``d = (max - min) / (k - 1)``;
+    ``code = rint((w - min) / d)`` (round half to even) clipped to [0, k-1]; ``codebook[c] = c * d + min``.
+    ``d == 0`` (a constant row) → all codes 0, every level ``min`` (the row is reproduced exactly).
+``pwl(w, k) -> (codes, codebook64)``
+    The published piecewise quantizer: s = sorted row; breakpoints ``b_i = numpy.interp(i/k, linspace(0, 1, n), s)``
+    (float64, i = 0…k, numpy's interp/linspace arithmetic); ``codes = clip(searchsorted(b, w, 'right') - 1, 0, k-1)``;
+    level ``i = (b_i + b_{i+1}) / 2`` in float64 (returned in float64; the caller casts and sorts).
+``sign_ranges(w) -> stats``
+    float64 ``(G, 4)``: min and max of the positive values, min and max of ``|w|`` over the negative values
+    (NaN where that sign is absent).
+``log2_assign(w, levels, n_neg, n_pos) -> codes``
+    ``levels`` float64 ``(G, k)``: ``[neg_0 … neg_{n_neg-1}, pos_0 … pos_{n_pos-1}, padding]`` with both sign
+    groups in magnitude-ascending order. A positive (negative) value gets the index of the *first* level of its
+    sign at the smallest float64 distance ``|w - level|``. Zeros get the code of the level of smallest magnitude
+    among those used by the row's non-zero values (a tie between +a and −a goes to +a); a row of zeros gets 0.
+``optimal_levels(w, k, weights) -> levels64``
+    float64 ``(G, k)``: the exact W2-optimal (weighted optimal 1-D k-means) k' = min(k, n) levels of each row,
+    ascending, padded with the last. ``weights``: float64 ``(G, n)`` importance weights ≥ 0 with a positive sum per
+    row, or an empty ``(0, 0)`` array for unit weights. DP over the sorted row (centred on its mean, prefix sums in
+    float64), each layer by divide and conquer (leftmost argmin): O(k' · n log n) time, 4·k'·n bytes of argmins.
+    A run of zero total weight gets its plain mean.
+``canonicalize(codes, codebook) -> None``
+    In place: a row not ascending is stably sorted and its codes remapped (same ``w_hat``).
+"""
+import numpy as np
+from numba import prange
+
+from fmq_np._numba import jit
+
+_BLOCK = 4096          # elements per parallel tile (fits L1/L2 with its int32 counters)
+_COUNT_MAX_K = 32      # up to this many levels assign() counts thresholds; above it, binary search
+
+
+# ---------------------------------------------------------------------------------------------------- assignment
+def thresholds(codebook, dtype):
+    """Decision thresholds ``(G, k-1)`` in ``dtype`` for :func:`assign`: the float64 midpoints rounded *down* to
+    ``dtype``, so that ``x > t_dtype`` ⇔ ``x > t_float64`` for every ``x`` of ``dtype``."""
+    c = codebook.astype(np.float64)
+    t64 = 0.5 * (c[:, :-1] + c[:, 1:])
+    t = t64.astype(dtype)
+    up = t.astype(np.float64) > t64
+    if up.any():
+        t[up] = np.nextafter(t[up], dtype.type(-np.inf))
+    return np.ascontiguousarray(t)
+
+
+@jit(parallel=True)
+def _assign_count(w, t, codes):
+    G, n = w.shape
+    km1 = t.shape[1]
+    tiles = (n + _BLOCK - 1) // _BLOCK
+    for tile in prange(G * tiles):
+        g = tile // tiles
+        lo = (tile % tiles) * _BLOCK
+        hi = min(lo + _BLOCK, n)
+        acc = np.zeros(hi - lo, np.int32)
+        for j in range(km1):
+            tj = t[g, j]
+            for i in range(lo, hi):
+                acc[i - lo] += w[g, i] > tj
+        for i in range(lo, hi):
+            codes[g, i] = acc[i - lo]
+
+
+@jit(parallel=True)
+def _assign_search(w, t, codes):
+    G, n = w.shape
+    km1 = t.shape[1]
+    tiles = (n + _BLOCK - 1) // _BLOCK
+    for tile in prange(G * tiles):
+        g = tile // tiles
+        lo = (tile % tiles) * _BLOCK
+        for i in range(lo, min(lo + _BLOCK, n)):
+            x = w[g, i]
+            a, b = 0, km1            # answer = #{j : x > t[j]} in [a, b]
+            while a < b:
+                m = (a + b) >> 1
+                if x > t[g, m]:
+                    a = m + 1
+                else:
+                    b = m
+            codes[g, i] = a
+
+
+def assign(w, codebook):
+    """Codes ``(G, n)`` uint8 of the nearest level (ties to the lower level); see the module docstring."""
+    t = thresholds(codebook, w.dtype)
+    codes = np.empty(w.shape, np.uint8)
+    if t.shape[1] == 0:
+        codes[...] = 0
+    elif t.shape[1] < _COUNT_MAX_K:
+        _assign_count(w, t, codes)
+    else:
+        _assign_search(w, t, codes)
+    return codes
+
+
+@jit(parallel=True)
+def _dequantize(codes, codebook, out):
+    G, n = codes.shape
+    tiles = (n + _BLOCK - 1) // _BLOCK
+    for tile in prange(G * tiles):
+        g = tile // tiles
+        lo = (tile % tiles) * _BLOCK
+        for i in range(lo, min(lo + _BLOCK, n)):
+            out[g, i] = codebook[g, codes[g, i]]
+
+
+def dequantize(codes, codebook):
+    """``w_hat (G, n)`` in the codebook's dtype: ``codebook[g, codes[g, i]]``."""
+    out = np.empty(codes.shape, codebook.dtype)
+    _dequantize(codes, codebook, out)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------- helpers
+@jit
+def _pairwise_sum(a, lo, n):
+    """``numpy.add.reduce(a[lo:lo+n])`` bit for bit (numpy's pairwise summation, accumulators in a's dtype)."""
+    if n < 8:
+        r = -(a[lo] - a[lo])      # -0.0 in a's dtype, as numpy starts
+        for i in range(n):
+            r += a[lo + i]
+        return r
+    if n <= 128:
+        r0 = a[lo]
+        r1 = a[lo + 1]
+        r2 = a[lo + 2]
+        r3 = a[lo + 3]
+        r4 = a[lo + 4]
+        r5 = a[lo + 5]
+        r6 = a[lo + 6]
+        r7 = a[lo + 7]
+        m = n - n % 8
+        i = 8
+        while i < m:
+            r0 += a[lo + i]
+            r1 += a[lo + i + 1]
+            r2 += a[lo + i + 2]
+            r3 += a[lo + i + 3]
+            r4 += a[lo + i + 4]
+            r5 += a[lo + i + 5]
+            r6 += a[lo + i + 6]
+            r7 += a[lo + i + 7]
+            i += 8
+        res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+        while i < n:
+            res += a[lo + i]
+            i += 1
+        return res
+    n2 = n // 2
+    n2 -= n2 % 8
+    return _pairwise_sum(a, lo, n2) + _pairwise_sum(a, lo + n2, n - n2)
+
+
+@jit
+def _sorted_order(vals):
+    """Stable ascending order of a short 1-D array (insertion sort)."""
+    m = vals.shape[0]
+    order = np.arange(m)
+    for i in range(1, m):
+        j = i
+        while j > 0 and vals[order[j - 1]] > vals[order[j]]:
+            order[j - 1], order[j] = order[j], order[j - 1]
+            j -= 1
+    return order
+
+
+@jit(parallel=True)
+def _canonicalize(codes, codebook):
+    G, n = codes.shape
+    k = codebook.shape[1]
+    for g in prange(G):
+        ok = True
+        for j in range(k - 1):
+            if codebook[g, j + 1] < codebook[g, j]:
+                ok = False
+        if ok:
+            continue
+        order = _sorted_order(codebook[g].copy())
+        inv = np.empty(k, np.uint8)
+        row = codebook[g].copy()
+        for j in range(k):
+            inv[order[j]] = j
+            codebook[g, j] = row[order[j]]
+        for i in range(n):
+            codes[g, i] = inv[codes[g, i]]
+
+
+def canonicalize(codes, codebook):
+    """Sort every codebook row ascending (stable) and remap its codes, in place; ``w_hat`` is unchanged."""
+    _canonicalize(codes, codebook)
+
+
+# ---------------------------------------------------------------------------------------------------- equal-mass OT
+@jit(parallel=True)
+def _ot_equal_mass(w, k, codes, codebook):
+    G, n = w.shape
+    kk = min(k, n)
+    q = n // kk
+    r = n % kk
+    for g in prange(G):
+        order = np.argsort(w[g], kind="mergesort")
+        s = w[g][order]
+        means = np.empty(kk, w.dtype)
+        lo = 0
+        for j in range(kk):
+            size = q + 1 if j < r else q
+            means[j] = _pairwise_sum(s, lo, size) / size
+            lo += size
+        rank = _sorted_order(means)          # means are ascending but for rounding ties: make them so
+        inv = np.empty(kk, np.uint8)
+        for j in range(kk):
+            inv[rank[j]] = j
+            codebook[g, j] = means[rank[j]]
+        for j in range(kk, k):
+            codebook[g, j] = codebook[g, kk - 1]
+        lo = 0
+        for j in range(kk):
+            size = q + 1 if j < r else q
+            c = inv[j]
+            for t in range(lo, lo + size):
+                codes[g, order[t]] = c
+            lo += size
+
+
+def ot_equal_mass(w, k):
+    """The paper's equal-mass OT quantizer per row → ``(codes, codebook)``; see the module docstring."""
+    codes = np.empty(w.shape, np.uint8)
+    codebook = np.empty((w.shape[0], k), w.dtype)
+    _ot_equal_mass(w, k, codes, codebook)
+    return codes, codebook
+
+
+# ---------------------------------------------------------------------------------------------------- uniform
+@jit(parallel=True)
+def _uniform(w, k, codes, codebook):
+    G, n = w.shape
+    steps = np.empty(k, w.dtype)        # 0 … k-1 in w's dtype, so that all arithmetic stays in that dtype
+    for j in range(k):
+        steps[j] = j
+    for g in prange(G):
+        mn = w[g, 0]
+        mx = w[g, 0]
+        for i in range(1, n):
+            x = w[g, i]
+            mn = min(mn, x)
+            mx = max(mx, x)
+        d = (mx - mn) / steps[k - 1]
+        if d == 0:
+            for i in range(n):
+                codes[g, i] = 0
+            for j in range(k):
+                codebook[g, j] = mn
+            continue
+        for j in range(k):
+            codebook[g, j] = steps[j] * d + mn
+        for i in range(n):
+            c = np.rint((w[g, i] - mn) / d)
+            codes[g, i] = np.uint8(min(max(c, steps[0]), steps[k - 1]))
+
+
+def uniform(w, k):
+    """Asymmetric min–max quantizer per row → ``(codes, codebook)``; see the module docstring."""
+    codes = np.empty(w.shape, np.uint8)
+    codebook = np.empty((w.shape[0], k), w.dtype)
+    _uniform(w, k, codes, codebook)
+    return codes, codebook
+
+
+# ---------------------------------------------------------------------------------------------------- PWL
+@jit
+def _grid(j, n, step):
+    """``numpy.linspace(0, 1, n)[j]``."""
+    return 1.0 if j == n - 1 else j * step + 0.0
+
+
+@jit(parallel=True)
+def _pwl(w, k, codes, levels):
+    G, n = w.shape
+    step = 1.0 / (n - 1) if n > 1 else 0.0
+    qstep = 1.0 / k
+    for g in prange(G):
+        s = np.sort(w[g]).astype(np.float64)
+        b = np.empty(k + 1, np.float64)
+        for i in range(k + 1):
+            x = 1.0 if i == k else i * qstep + 0.0
+            if n == 1:
+                b[i] = s[0]
+                continue
+            j = min(max(int(x * (n - 1)), 0), n - 1)      # j = last grid index with grid[j] <= x
+            while j + 1 < n and _grid(j + 1, n, step) <= x:
+                j += 1
+            while _grid(j, n, step) > x:
+                j -= 1
+            xj = _grid(j, n, step)
+            if j == n - 1 or xj == x:
+                b[i] = s[j]
+            else:
+                slope = (s[j + 1] - s[j]) / (_grid(j + 1, n, step) - xj)
+                b[i] = slope * (x - xj) + s[j]
+        for i in range(k):
+            levels[g, i] = (b[i] + b[i + 1]) / 2
+        for i in range(n):
+            x = np.float64(w[g, i])
+            a, c = 0, k + 1                                  # searchsorted(b, x, 'right')
+            while a < c:
+                m = (a + c) >> 1
+                if b[m] <= x:
+                    a = m + 1
+                else:
+                    c = m
+            codes[g, i] = min(max(a - 1, 0), k - 1)
+
+
+def pwl(w, k):
+    """The published PWL quantizer per row → ``(codes, levels64)``; see the module docstring."""
+    codes = np.empty(w.shape, np.uint8)
+    levels = np.empty((w.shape[0], k), np.float64)
+    _pwl(w, k, codes, levels)
+    return codes, levels
+
+
+# ---------------------------------------------------------------------------------------------------- log2
+@jit(parallel=True)
+def _sign_ranges(w, out):
+    G, n = w.shape
+    for g in prange(G):
+        pmin, pmax, nmin, nmax = np.inf, -np.inf, np.inf, -np.inf
+        for i in range(n):
+            x = np.float64(w[g, i])
+            if x > 0:
+                pmin = min(pmin, x)
+                pmax = max(pmax, x)
+            elif x < 0:
+                nmin = min(nmin, -x)
+                nmax = max(nmax, -x)
+        out[g, 0] = pmin if pmax > 0 else np.nan
+        out[g, 1] = pmax if pmax > 0 else np.nan
+        out[g, 2] = nmin if nmax > 0 else np.nan
+        out[g, 3] = nmax if nmax > 0 else np.nan
+
+
+def sign_ranges(w):
+    """float64 ``(G, 4)``: positive min, max; negative |min|, |max| (NaN where absent)."""
+    out = np.empty((w.shape[0], 4), np.float64)
+    _sign_ranges(w, out)
+    return out
+
+
+@jit(parallel=True)
+def _log2_assign(w, levels, n_neg, n_pos, codes):
+    G, n = w.shape
+    for g in prange(G):
+        zero_code = 0
+        zero_mag = np.inf
+        for i in range(n):
+            x = np.float64(w[g, i])
+            if x == 0:
+                continue
+            lo, hi = (n_neg[g], n_neg[g] + n_pos[g]) if x > 0 else (0, n_neg[g])
+            best = lo
+            bd = abs(x - levels[g, lo])
+            for j in range(lo + 1, hi):
+                d = abs(x - levels[g, j])
+                if d < bd:
+                    bd = d
+                    best = j
+            codes[g, i] = best
+            mag = abs(levels[g, best])
+            if mag < zero_mag or (mag == zero_mag and levels[g, best] > 0):
+                zero_mag = mag
+                zero_code = best
+        for i in range(n):
+            if w[g, i] == 0:
+                codes[g, i] = zero_code
+
+
+def log2_assign(w, levels, n_neg, n_pos):
+    """Codes of the published log2 quantizer given its float64 level table; see the module docstring."""
+    codes = np.empty(w.shape, np.uint8)
+    _log2_assign(w, levels, n_neg.astype(np.int64), n_pos.astype(np.int64), codes)
+    return codes
+
+
+# ---------------------------------------------------------------------------------------------------- W2-optimal DP
+@jit
+def _cost(i, j, S1, S2, W, unit):
+    """Within-run sum of squared deviations of sorted points i … j-1 (prefix sums of centred data)."""
+    m = np.float64(j - i) if unit else W[j] - W[i]
+    if m <= 0:
+        return 0.0
+    d = S1[j] - S1[i]
+    return (S2[j] - S2[i]) - d * d / m
+
+
+@jit
+def _dc_task(task, Dp, Dc, arg, S1, S2, W, unit):
+    """One divide-and-conquer step: Dc[mid] = min over i in [ol, min(oh, mid-1)] of Dp[i] + cost(i, mid)."""
+    jl, jh, ol, oh = task[0], task[1], task[2], task[3]
+    mid = (jl + jh) >> 1
+    best = np.inf
+    bi = ol
+    for i in range(ol, min(oh, mid - 1) + 1):
+        v = Dp[i] + _cost(i, mid, S1, S2, W, unit)
+        if v < best:
+            best = v
+            bi = i
+    Dc[mid] = best
+    arg[mid] = bi
+    return bi
+
+
+@jit
+def _children(tasks, best, nt):
+    nxt = np.empty((2 * nt, 4), np.int64)
+    c = 0
+    for t in range(nt):
+        jl, jh, ol, oh = tasks[t, 0], tasks[t, 1], tasks[t, 2], tasks[t, 3]
+        mid = (jl + jh) >> 1
+        if jl <= mid - 1:
+            nxt[c, 0], nxt[c, 1], nxt[c, 2], nxt[c, 3] = jl, mid - 1, ol, best[t]
+            c += 1
+        if mid + 1 <= jh:
+            nxt[c, 0], nxt[c, 1], nxt[c, 2], nxt[c, 3] = mid + 1, jh, best[t], oh
+            c += 1
+    return nxt, c
+
+
+@jit
+def _layer_serial(Dp, Dc, arg, S1, S2, W, unit, jlo, jhi, olo):
+    tasks = np.empty((1, 4), np.int64)
+    tasks[0, 0], tasks[0, 1], tasks[0, 2], tasks[0, 3] = jlo, jhi, olo, jhi - 1
+    nt = 1
+    while nt > 0:
+        best = np.empty(nt, np.int64)
+        for t in range(nt):
+            best[t] = _dc_task(tasks[t], Dp, Dc, arg, S1, S2, W, unit)
+        tasks, nt = _children(tasks, best, nt)
+
+
+@jit(parallel=True)
+def _layer_parallel(Dp, Dc, arg, S1, S2, W, unit, jlo, jhi, olo):
+    tasks = np.empty((1, 4), np.int64)
+    tasks[0, 0], tasks[0, 1], tasks[0, 2], tasks[0, 3] = jlo, jhi, olo, jhi - 1
+    nt = 1
+    while nt > 0:
+        best = np.empty(nt, np.int64)
+        for t in prange(nt):
+            best[t] = _dc_task(tasks[t], Dp, Dc, arg, S1, S2, W, unit)
+        tasks, nt = _children(tasks, best, nt)
+
+
+@jit
+def _dp_prepare(row, wrow, unit):
+    """Sorted, centred float64 points and their prefix sums (S1, S2 and, when weighted, W)."""
+    if unit:
+        s = np.sort(row).astype(np.float64)
+        wt = np.empty(0, np.float64)
+    else:
+        order = np.argsort(row, kind="mergesort")
+        s = row[order].astype(np.float64)
+        wt = wrow[order]
+    n = s.shape[0]
+    centre = s.mean()
+    S1 = np.zeros(n + 1)
+    S2 = np.zeros(n + 1)
+    W = np.zeros(1 if unit else n + 1)
+    for i in range(n):
+        x = s[i] - centre
+        a = 1.0 if unit else wt[i]
+        S1[i + 1] = S1[i] + a * x
+        S2[i + 1] = S2[i] + a * x * x
+        if not unit:
+            W[i + 1] = W[i] + a
+    return s, centre, S1, S2, W
+
+
+@jit
+def _dp_levels(s, centre, S1, S2, W, unit, arg, kk, k, out):
+    """Backtrack the argmin table into the k' run means, ascending, padded to k."""
+    n = s.shape[0]
+    j = n
+    for m in range(kk - 1, -1, -1):
+        i = arg[m, j] if m > 0 else 0
+        mass = np.float64(j - i) if unit else W[j] - W[i]
+        if mass > 0:
+            out[m] = (S1[j] - S1[i]) / mass + centre
+        else:
+            out[m] = s[i:j].mean()
+        j = i
+    lv = np.sort(out[:kk])
+    for m in range(k):
+        out[m] = lv[min(m, kk - 1)]
+
+
+@jit
+def _dp_first_layer(D, S1, S2, W, unit, n):
+    for j in range(n + 1):
+        D[j] = _cost(0, j, S1, S2, W, unit)
+
+
+@jit
+def _dp_serial(row, wrow, unit, k, out):
+    s, centre, S1, S2, W = _dp_prepare(row, wrow, unit)
+    n = s.shape[0]
+    kk = min(k, n)
+    arg = np.zeros((kk, n + 1), np.int32)
+    Dp = np.empty(n + 1)
+    Dc = np.empty(n + 1)
+    _dp_first_layer(Dp, S1, S2, W, unit, n)
+    for m in range(1, kk):
+        jlo = n if m == kk - 1 else m + 1
+        _layer_serial(Dp, Dc, arg[m], S1, S2, W, unit, jlo, n - (kk - 1 - m), m)
+        Dp, Dc = Dc, Dp
+    _dp_levels(s, centre, S1, S2, W, unit, arg, kk, k, out)
+
+
+@jit(parallel=True)
+def _dp_rows(w, weights, unit, k, out):
+    for g in prange(w.shape[0]):
+        _dp_serial(w[g], weights[g] if not unit else weights[0:0].ravel(), unit, k, out[g])
+
+
+@jit
+def _dp_one(row, wrow, unit, k, out):
+    s, centre, S1, S2, W = _dp_prepare(row, wrow, unit)
+    n = s.shape[0]
+    kk = min(k, n)
+    arg = np.zeros((kk, n + 1), np.int32)
+    Dp = np.empty(n + 1)
+    Dc = np.empty(n + 1)
+    _dp_first_layer(Dp, S1, S2, W, unit, n)
+    for m in range(1, kk):
+        jlo = n if m == kk - 1 else m + 1
+        _layer_parallel(Dp, Dc, arg[m], S1, S2, W, unit, jlo, n - (kk - 1 - m), m)
+        Dp, Dc = Dc, Dp
+    _dp_levels(s, centre, S1, S2, W, unit, arg, kk, k, out)
+
+
+def optimal_levels(w, k, weights):
+    """float64 ``(G, k)`` W2-optimal levels per row (weighted optimal 1-D k-means); see the module docstring."""
+    from numba import get_num_threads
+    G = w.shape[0]
+    unit = weights.size == 0
+    out = np.empty((G, k), np.float64)
+    if G >= get_num_threads():
+        _dp_rows(w, weights if not unit else np.empty((1, 0), np.float64), unit, k, out)
+    else:
+        for g in range(G):
+            _dp_one(w[g], np.empty(0, np.float64) if unit else weights[g], unit, k, out[g])
+    return out

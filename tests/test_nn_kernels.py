@@ -1,0 +1,119 @@
+"""Numba kernels of fmq_np.nn.kernels against the plain-NumPy references in naive_nn.py."""
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from fmq_np.nn import kernels
+import naive_nn as naive
+
+DTYPES = [np.float32, np.float64]
+TOL = {np.float32: dict(rtol=2e-5, atol=2e-5), np.float64: dict(rtol=1e-12, atol=1e-12)}
+
+
+@st.composite
+def conv_geometry(draw):
+    k = draw(st.sampled_from([1, 2, 3]))
+    stride = draw(st.sampled_from([1, 2]))
+    up = draw(st.sampled_from([1, 2]))
+    pad = draw(st.integers(0, k))
+    h = draw(st.integers(1, 6))
+    w = draw(st.integers(1, 6))
+    ho = (h * up + 2 * pad - k) // stride + 1
+    wo = (w * up + 2 * pad - k) // stride + 1
+    if ho < 1 or wo < 1:
+        h, w, pad = max(h, k), max(w, k), 0
+        ho = (h * up - k) // stride + 1
+        wo = (w * up - k) // stride + 1
+    return draw(st.integers(1, 3)), draw(st.integers(1, 3)), h, w, k, stride, pad, up, ho, wo
+
+
+@settings(max_examples=40, deadline=None)
+@given(conv_geometry(), st.sampled_from(DTYPES), st.integers(0, 2**31))
+def test_im2col_col2im_match_reference(geom, dtype, seed):
+    c, n, h, w, k, stride, pad, up, ho, wo = geom
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((c, n, h, w)).astype(dtype)
+    cols = np.full((c * k * k, n * ho * wo), np.nan, dtype=dtype)
+    kernels.im2col(x, k, stride, pad, up, ho, wo, cols)
+    np.testing.assert_array_equal(cols, naive.im2col(x, k, stride, pad, up, ho, wo))
+    g = rng.standard_normal(cols.shape).astype(dtype)
+    dx = np.full(x.shape, np.nan, dtype=dtype)
+    kernels.col2im(g, k, stride, pad, up, ho, wo, dx)
+    np.testing.assert_allclose(dx, naive.col2im(g, x.shape, k, stride, pad, up, ho, wo), **TOL[dtype])
+    # adjoint identity <im2col(x), g> = <x, col2im(g)> (independent of both references)
+    np.testing.assert_allclose(np.sum(cols.astype(np.float64) * g), np.sum(x.astype(np.float64) * dx),
+                               rtol=1e-4 if dtype == np.float32 else 1e-10, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("mod", [False, True])
+@pytest.mark.parametrize("act", [False, True])
+@pytest.mark.parametrize("groups,c", [(1, 3), (2, 4), (4, 4)])
+def test_group_norm_matches_reference(dtype, mod, act, groups, c):
+    rng = np.random.default_rng(groups * 10 + c + 2 * mod + act)
+    n, s = 3, 7
+    x = (rng.standard_normal((c, n, s)) * 2 + 0.5).astype(dtype)
+    gamma = rng.standard_normal(c).astype(dtype)
+    beta = rng.standard_normal(c).astype(dtype)
+    scale = rng.standard_normal((c, n)).astype(dtype) if mod else np.empty((0, 0), dtype)
+    shift = rng.standard_normal((c, n)).astype(dtype) if mod else np.empty((0, 0), dtype)
+    y = np.empty_like(x)
+    mean, rstd = np.empty((n, groups)), np.empty((n, groups))
+    kernels.group_norm_fwd(x, groups, gamma, beta, scale, shift, act, 1e-5, y, mean, rstd)
+    ref_sc = scale if mod else None
+    ref_sh = shift if mod else None
+    y_ref, mean_ref, rstd_ref = naive.group_norm_fwd(x, groups, gamma, beta, ref_sc, ref_sh, act)
+    np.testing.assert_allclose(y, y_ref, **TOL[dtype])
+    np.testing.assert_allclose(mean, mean_ref, rtol=1e-5)
+    np.testing.assert_allclose(rstd, rstd_ref, rtol=1e-5)
+    dy = rng.standard_normal(x.shape).astype(dtype)
+    dx = np.empty_like(x)
+    dg, db = np.empty((n, c), dtype), np.empty((n, c), dtype)
+    dsc = np.empty((c, n), dtype) if mod else scale
+    dsh = np.empty((c, n), dtype) if mod else shift
+    kernels.group_norm_bwd(dy, x, groups, gamma, beta, scale, shift, act, mean, rstd, dx, dg, db, dsc, dsh)
+    dx_r, dg_r, db_r, dsc_r, dsh_r = naive.group_norm_bwd(dy, x, groups, gamma, beta, ref_sc, ref_sh, act)
+    tol = dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(dx, dx_r, **tol)
+    np.testing.assert_allclose(dg.sum(axis=0), dg_r, **tol)
+    np.testing.assert_allclose(db.sum(axis=0), db_r, **tol)
+    if mod:
+        np.testing.assert_allclose(dsc, dsc_r, **tol)
+        np.testing.assert_allclose(dsh, dsh_r, **tol)
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(1, 9), st.integers(1, 9), st.booleans(), st.sampled_from(DTYPES), st.integers(0, 2**31))
+def test_bias_act_and_silu_match_reference(rows, cols, act, dtype, seed):
+    rng = np.random.default_rng(seed)
+    z0 = (rng.standard_normal((rows, cols)) * 4).astype(dtype)
+    bias_c = rng.standard_normal(cols).astype(dtype)
+    bias_r = rng.standard_normal(rows).astype(dtype)
+    z, y = z0.copy(), np.empty_like(z0)
+    kernels.bias_act_fwd(z, bias_c, act, y)
+    zr = z0.astype(np.float64) + bias_c
+    np.testing.assert_allclose(z, zr, **TOL[dtype])
+    np.testing.assert_allclose(y, naive.silu(zr) if act else zr, **TOL[dtype])
+    z, y = z0.copy(), np.empty_like(z0)
+    kernels.bias_act_fwd_rows(z, bias_r, act, y)
+    zr = z0.astype(np.float64) + bias_r[:, None]
+    np.testing.assert_allclose(y, naive.silu(zr) if act else zr, **TOL[dtype])
+    y = np.empty_like(z0)
+    kernels.silu_fwd(z0, y)
+    np.testing.assert_allclose(y, naive.silu(z0.astype(np.float64)), **TOL[dtype])
+    dy = rng.standard_normal(z0.shape).astype(dtype)
+    dz = np.empty_like(z0)
+    kernels.silu_bwd(dy, z0, dz)
+    np.testing.assert_allclose(dz, dy * naive.silu_grad(z0.astype(np.float64)), **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_adamw_update_matches_reference(dtype):
+    rng = np.random.default_rng(1)
+    p, g = rng.standard_normal(50).astype(dtype), rng.standard_normal(50).astype(dtype)
+    m, v = (rng.standard_normal(50) * 0.1).astype(dtype), (rng.random(50) * 0.1).astype(dtype)
+    step, lr, b1, b2, eps, wd = 3, 1e-2, 0.9, 0.95, 1e-8, 0.1
+    ref = naive.adamw(p.astype(np.float64), g, m.astype(np.float64), v.astype(np.float64), step, lr, b1, b2, eps, wd)
+    kernels.adamw_update(p, g, m, v, lr, b1, b2, eps, wd, 1 - b1 ** step, 1 - b2 ** step)
+    for got, want in zip((p, m, v), ref):
+        np.testing.assert_allclose(got, want, **TOL[dtype])
