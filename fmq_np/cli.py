@@ -1,4 +1,4 @@
-"""``fmq-np``: train, sample and demo from the command line.
+"""``fmq-np``: train, sample, quantize and demo from the command line.
 
 Every user error ends with a one-line message on stderr and a non-zero exit code (1 for errors of input or
 files, 2 for bad command-line usage, 130 for Ctrl-C).
@@ -81,6 +81,51 @@ def _demo(args):
     print(f"wrote {args.out}/: moons.h5, moons_samples.png, moons_data.png, digits.h5, digits_samples.png")
 
 
+def _read_named_arrays(path):
+    """Named float arrays of ``path`` and, for an fmq_np checkpoint, its model class/config (to rebuild it)."""
+    from . import io
+    if path.endswith((".h5", ".hdf5")) and _is_fmq_model(path):
+        model, _ = io.load_model(path)
+        return model.parameters(), {"model_class": type(model).__name__, "model_config": model.config()}
+    from .io.importers import read_arrays
+    return read_arrays(path), {}
+
+
+def _is_fmq_model(path):
+    from . import io
+    from .errors import FormatError
+    try:
+        return io.file_format(path) == "fmq_np.model"
+    except FormatError:
+        return False
+
+
+def _quantize(args):
+    from . import io, quant
+    arrays, origin = _read_named_arrays(args.input)
+    qm = quant.quantize_model(arrays, bits=args.bits, method=args.method, granularity=args.granularity,
+                              group_size=args.group_size, paper_compat=args.paper_compat)
+    qm.meta.update(origin, source=os.path.basename(args.input))
+    io.save(args.out, qm)
+    print(_report_table(qm.report))
+    before = sum(row["bytes_before"] for row in qm.report)
+    after = sum(row["bytes_after"] for row in qm.report)
+    print(f"{len(qm.report)} tensors, {before} -> {after} bytes of weights ({before / max(after, 1):.2f}x); "
+          f"file {os.path.getsize(args.out)} bytes -> {args.out}")
+
+
+def _report_table(rows):
+    """The per-tensor quantization report as aligned text columns."""
+    columns = [("name", "{}"), ("shape", "{}"), ("bits", "{}"), ("method", "{}"), ("mse", "{:.3e}"),
+               ("w2", "{:.3e}"), ("levels_used", "{}"), ("bits_per_weight", "{:.3f}"),
+               ("bytes_before", "{}"), ("bytes_after", "{}"), ("skipped", "{}")]
+    cells = [[name for name, _ in columns]]
+    for row in rows:
+        cells.append(["-" if row.get(name) is None else fmt.format(row[name]) for name, fmt in columns])
+    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells)
+
+
 def _save_npy(path, array):
     import tempfile
     folder = os.path.dirname(os.path.abspath(path))
@@ -133,6 +178,21 @@ def build_parser():
     p.add_argument("--out", help="samples as .npy")
     p.add_argument("--png", help="picture of the samples: image grid, or density map of 2-D points")
     p.set_defaults(run=_sample)
+
+    p = sub.add_parser("quantize", help="quantize the weights of a model or of any weight file",
+                       description="Quantize every float tensor of an fmq_np model (.h5), a .npz, a .safetensors "
+                                   "or another tool's HDF5 file, print the per-tensor report, write a packed HDF5.")
+    p.add_argument("input", help="fmq_np model .h5, .npz, .safetensors, or .h5/.hdf5 of float datasets")
+    p.add_argument("--bits", type=int, default=4, help="bits per weight, 1-8 (default 4)")
+    p.add_argument("--method", choices=("ot", "ot-opt", "uniform", "pwl", "log2"), default="ot",
+                   help="quantizer (default ot: the paper's equal-mass optimal transport)")
+    p.add_argument("--granularity", choices=("tensor", "channel", "group"), default="channel",
+                   help="one codebook per tensor, per output channel (axis 0) or per group (default channel)")
+    p.add_argument("--group-size", type=int, default=None, help="values per group for --granularity group")
+    p.add_argument("--paper-compat", action="store_true",
+                   help="reproduce the published code exactly (which tensors are skipped, 1-D tensors whole)")
+    p.add_argument("--out", required=True, help="output quantized model (.h5)")
+    p.set_defaults(run=_quantize)
 
     p = sub.add_parser("demo", help="train, sample and draw a 2-D toy and the 8x8 digits (the embedded data)",
                        description="Train an MLP on moons and a U-Net on 8x8 digits, sample both, report the "

@@ -1,17 +1,93 @@
-"""Numba kernels of the network layers: im2col / col2im, fused group norm (+ scale-shift + SiLU), fused bias + SiLU.
+"""Numba kernels of the network layers: im2col / col2im, fused group norm (+ scale-shift + SiLU), fused bias + SiLU,
+AdamW update.
 
 Image tensors here use the *channel-major* layout ``(C, N, H, W)`` (written CNHW): a convolution is then one GEMM
 ``W (Cout, Cin*k*k) @ cols (Cin*k*k, N*Ho*Wo)`` whose result is already CNHW. Every kernel writes into an output
 array given by the caller (preallocated buffers), works for float32 and float64, and has a plain-NumPy reference in
 ``tests/naive_nn.py``.
+
+Precision: float64 arrays get exact libm arithmetic. float32 arrays stay in float32 (group-norm statistics and
+reductions are accumulated in float64) and the logistic function uses a vectorisable Cephes-style ``expf``
+(relative error < 1e-6), because Numba has no vector ``exp`` without Intel SVML.
 """
 import math
 
-from numba import prange
+import numpy as np
+from llvmlite import ir
+from numba import prange, types
+from numba.extending import intrinsic, overload
+from numba.np.numpy_support import as_dtype
 
 from .._numba import FASTMATH, jit
 
 _FASTMATH = set(FASTMATH)  # numba accepts a set (or dict), not the frozenset _numba exports
+
+
+@intrinsic
+def _int32_bits_as_float32(typingctx, n):
+    """Reinterpret the bits of an int32 as a float32 (used to build 2**k in the exponent field)."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+    return types.float32(types.int32), codegen
+
+
+def sigmoid(x):
+    """Logistic function 1 / (1 + exp(-x)) (scalar; float32 inputs get the vectorisable float32 version in kernels)."""
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+def silu_grad(x):
+    """d/dx [x * sigmoid(x)] = s * (1 + x * (1 - s)), s = sigmoid(x) (scalar)."""
+    s = sigmoid(x)
+    return s * (1.0 + x * (1.0 - s))
+
+
+def cast_like(value, like):
+    """``value`` converted to the type of the scalar ``like`` (inside kernels: keeps float32 math in float32)."""
+    return type(like)(value)
+
+
+def _sigmoid_f32(x):
+    f = np.float32
+    a = min(max(-x, x), f(87.0))
+    # e = exp(-a) by range reduction e = 2**k * exp(r), |r| <= ln2 (Cephes expf polynomial)
+    k = np.int32(-a * f(1.44269504088896341) - f(0.5))
+    fk = f(k)
+    r = -a - fk * f(0.693359375) + fk * f(2.12194440e-4)
+    p = f(1.9875691500e-4) * r + f(1.3981999507e-3)
+    p = p * r + f(8.3334519073e-3)
+    p = p * r + f(4.1665795894e-2)
+    p = p * r + f(1.6666665459e-1)
+    p = p * r + f(5.0000001201e-1)
+    e = (p * r * r + r + f(1.0)) * _int32_bits_as_float32((k + np.int32(127)) << np.int32(23))
+    s = f(1.0) / (f(1.0) + e)
+    return s if x >= f(0.0) else e * s
+
+
+@overload(sigmoid, jit_options=dict(fastmath=_FASTMATH))
+def _sigmoid_overload(x):
+    if isinstance(x, types.Float) and x.bitwidth == 32:
+        return _sigmoid_f32
+    return sigmoid
+
+
+@overload(silu_grad, jit_options=dict(fastmath=_FASTMATH))
+def _silu_grad_overload(x):
+    if isinstance(x, types.Float) and x.bitwidth == 32:
+        def impl(x):
+            s = sigmoid(x)
+            return s * (np.float32(1.0) + x * (np.float32(1.0) - s))
+        return impl
+    return silu_grad
+
+
+@overload(cast_like)
+def _cast_like_overload(value, like):
+    scalar_type = as_dtype(like).type
+
+    def impl(value, like):
+        return scalar_type(value)
+    return impl
 
 
 @jit(parallel=True, fastmath=_FASTMATH)
@@ -106,11 +182,15 @@ def group_norm_fwd(x, groups, gamma, beta, scale, shift, act, eps, y, mean, rstd
             if mod:
                 a_mul = a_mul * (1.0 + scale[c, n])
                 a_add = a_add * (1.0 + scale[c, n]) + shift[c, n]
-            for s in range(s_len):
-                m = x[c, n, s] * a_mul + a_add
-                if act:
-                    m = m / (1.0 + math.exp(-m))
-                y[c, n, s] = m
+            am = cast_like(a_mul, x[c, n, 0])
+            aa = cast_like(a_add, x[c, n, 0])
+            if act:
+                for s in range(s_len):
+                    m = x[c, n, s] * am + aa
+                    y[c, n, s] = m * sigmoid(m)
+            else:
+                for s in range(s_len):
+                    y[c, n, s] = x[c, n, s] * am + aa
 
 
 @jit(parallel=True, fastmath=_FASTMATH)
@@ -128,15 +208,16 @@ def group_norm_bwd(dy, x, groups, gamma, beta, scale, shift, act, mean, rstd,
     for p in prange(n_b * groups):
         n = p // groups
         g = p % groups
-        mu = mean[n, g]
-        r = rstd[n, g]
+        like = x[g * cg, n, 0]
+        mu = cast_like(mean[n, g], like)
+        r = cast_like(rstd[n, g], like)
         sum_d = 0.0
         sum_dx = 0.0
         for c in range(g * cg, (g + 1) * cg):
-            sc = 1.0
-            sh = 0.0
+            sc = cast_like(1.0, like)
+            sh = cast_like(0.0, like)
             if mod:
-                sc = 1.0 + scale[c, n]
+                sc = sc + scale[c, n]
                 sh = shift[c, n]
             gc = gamma[c]
             bc = beta[c]
@@ -149,9 +230,7 @@ def group_norm_bwd(dy, x, groups, gamma, beta, scale, shift, act, mean, rstd,
                 a = gc * xh + bc
                 dm = dy[c, n, s]
                 if act:
-                    m = a * sc + sh
-                    sg = 1.0 / (1.0 + math.exp(-m))
-                    dm = dm * sg * (1.0 + m * (1.0 - sg))
+                    dm = dm * silu_grad(a * sc + sh)
                 dsh += dm
                 dsc += dm * a
                 da = dm * sc
@@ -166,8 +245,8 @@ def group_norm_bwd(dy, x, groups, gamma, beta, scale, shift, act, mean, rstd,
             if mod:
                 dscale[c, n] = dsc
                 dshift[c, n] = dsh
-        m1 = sum_d / count
-        m2 = sum_dx / count
+        m1 = cast_like(sum_d / count, like)
+        m2 = cast_like(sum_dx / count, like)
         for c in range(g * cg, (g + 1) * cg):
             for s in range(s_len):
                 xh = (x[c, n, s] - mu) * r
@@ -182,12 +261,15 @@ def bias_act_fwd(z, bias, act, y):
     """
     rows, cols = z.shape
     for i in prange(rows):
-        for j in range(cols):
-            v = z[i, j] + bias[j]
-            z[i, j] = v
-            if act:
-                y[i, j] = v / (1.0 + math.exp(-v))
-            else:
+        if act:
+            for j in range(cols):
+                v = z[i, j] + bias[j]
+                z[i, j] = v
+                y[i, j] = v * sigmoid(v)
+        else:
+            for j in range(cols):
+                v = z[i, j] + bias[j]
+                z[i, j] = v
                 y[i, j] = v
 
 
@@ -197,23 +279,26 @@ def bias_act_fwd_rows(z, bias, act, y):
     rows, cols = z.shape
     for i in prange(rows):
         b = bias[i]
-        for j in range(cols):
-            v = z[i, j] + b
-            z[i, j] = v
-            if act:
-                y[i, j] = v / (1.0 + math.exp(-v))
-            else:
+        if act:
+            for j in range(cols):
+                v = z[i, j] + b
+                z[i, j] = v
+                y[i, j] = v * sigmoid(v)
+        else:
+            for j in range(cols):
+                v = z[i, j] + b
+                z[i, j] = v
                 y[i, j] = v
 
 
 @jit(parallel=True, fastmath=_FASTMATH)
 def silu_fwd(x, y):
-    """y = SiLU(x) = x * s(x) elementwise on 2-D arrays, s = logistic."""
+    """y = SiLU(x) = x * sigmoid(x) elementwise on 2-D arrays."""
     rows, cols = x.shape
     for i in prange(rows):
         for j in range(cols):
             v = x[i, j]
-            y[i, j] = v / (1.0 + math.exp(-v))
+            y[i, j] = v * sigmoid(v)
 
 
 @jit(parallel=True, fastmath=_FASTMATH)
@@ -222,9 +307,7 @@ def silu_bwd(dy, z, dz):
     rows, cols = z.shape
     for i in prange(rows):
         for j in range(cols):
-            v = z[i, j]
-            sg = 1.0 / (1.0 + math.exp(-v))
-            dz[i, j] = dy[i, j] * sg * (1.0 + v * (1.0 - sg))
+            dz[i, j] = dy[i, j] * silu_grad(z[i, j])
 
 
 def as2d(a):

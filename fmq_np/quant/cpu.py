@@ -11,13 +11,13 @@ Public kernels (signature → result; semantics incl. tie rules):
     Nearest level of the row's codebook (rows ascending, dtype of ``w``). With the thresholds
     ``t[g, j] = 0.5 * (float64(c[g, j]) + float64(c[g, j + 1]))``, ``code = #{j : w > t[g, j]}`` (comparison exact,
     in float64): a value exactly half-way between two levels goes to the *lower* one. For a non-strict row
-    (repeated levels) the code may point to any copy of the value. k ≤ 32: branch-free threshold counting;
-    k > 32: binary search (same result).
+    (repeated levels) the code may point to any copy of the value. k ≤ 16: branch-free counting of 15
+    (+inf-padded) thresholds; k > 16: binary search (same result).
 ``dequantize(codes, codebook) -> w_hat``
     ``w_hat[g, i] = codebook[g, codes[g, i]]``, dtype of ``codebook``.
 ``ot_equal_mass(w, k) -> (codes, codebook)``
-    The paper's equal-mass OT map, per row: k' = min(k, n); stable sort (ties: the earlier flat position gets the
-    lower rank); the sorted row is cut like ``numpy.array_split(sorted, k')`` (the first ``n mod k'`` chunks hold
+    The paper's equal-mass OT map, per row: k' = min(k, n); stable sort (ties, −0.0 and +0.0 included: the earlier
+    flat position gets the lower rank; LSD radix sort on the float bits); the sorted row is cut like ``numpy.array_split(sorted, k')`` (the first ``n mod k'`` chunks hold
     one extra value); chunk j's level is its mean computed exactly as ``numpy.mean`` does in the row's dtype
     (pairwise summation, blocks of 128, 8 accumulators); every value of chunk j is coded to chunk j's level.
     The codebook row holds the k' means sorted ascending (stable), padded with the last (largest) one.
@@ -42,17 +42,34 @@ Public kernels (signature → result; semantics incl. tie rules):
     ascending, padded with the last. ``weights``: float64 ``(G, n)`` importance weights ≥ 0 with a positive sum per
     row, or an empty ``(0, 0)`` array for unit weights. DP over the sorted row (centred on its mean, prefix sums in
     float64), each layer by divide and conquer (leftmost argmin): O(k' · n log n) time, 4·k'·n bytes of argmins.
-    A run of zero total weight gets its plain mean.
+    A run of zero total weight gets its plain mean; a level is clamped into its run's range (so a run of equal
+    values gets exactly that value and quantizing a quantized row is exact).
 ``canonicalize(codes, codebook) -> None``
     In place: a row not ascending is stably sorted and its codes remapped (same ``w_hat``).
 """
+from contextlib import contextmanager
+
 import numpy as np
 from numba import prange
 
-from fmq_np._numba import jit
+from fmq_np._numba import get_threads, jit, set_threads
 
 _BLOCK = 4096          # elements per parallel tile (fits L1/L2 with its int32 counters)
-_COUNT_MAX_K = 32      # up to this many levels assign() counts thresholds; above it, binary search
+_PARALLEL_MIN = 1 << 16   # calls on fewer values run on one thread (a parallel launch costs more than it saves)
+
+
+@contextmanager
+def _threads_for(work):
+    """Run the enclosed kernels on one thread when ``work`` (values touched) is small."""
+    if work >= _PARALLEL_MIN or get_threads() == 1:
+        yield
+        return
+    before = get_threads()
+    set_threads(1)
+    try:
+        yield
+    finally:
+        set_threads(before)
 
 
 # ---------------------------------------------------------------------------------------------------- assignment
@@ -70,20 +87,19 @@ def thresholds(codebook, dtype):
 
 @jit(parallel=True)
 def _assign_count(w, t, codes):
+    """k ≤ 16: ``t`` is padded to 15 columns with +inf; 15 branch-free comparisons per value (vectorizes)."""
     G, n = w.shape
-    km1 = t.shape[1]
     tiles = (n + _BLOCK - 1) // _BLOCK
     for tile in prange(G * tiles):
         g = tile // tiles
         lo = (tile % tiles) * _BLOCK
-        hi = min(lo + _BLOCK, n)
-        acc = np.zeros(hi - lo, np.int32)
-        for j in range(km1):
-            tj = t[g, j]
-            for i in range(lo, hi):
-                acc[i - lo] += w[g, i] > tj
-        for i in range(lo, hi):
-            codes[g, i] = acc[i - lo]
+        t0, t1, t2, t3, t4, t5, t6, t7 = t[g, 0], t[g, 1], t[g, 2], t[g, 3], t[g, 4], t[g, 5], t[g, 6], t[g, 7]
+        t8, t9, t10, t11, t12, t13, t14 = t[g, 8], t[g, 9], t[g, 10], t[g, 11], t[g, 12], t[g, 13], t[g, 14]
+        for i in range(lo, min(lo + _BLOCK, n)):
+            x = w[g, i]
+            codes[g, i] = np.uint8((x > t0) + (x > t1) + (x > t2) + (x > t3) + (x > t4) + (x > t5) + (x > t6)
+                                   + (x > t7) + (x > t8) + (x > t9) + (x > t10) + (x > t11) + (x > t12)
+                                   + (x > t13) + (x > t14))
 
 
 @jit(parallel=True)
@@ -110,12 +126,13 @@ def assign(w, codebook):
     """Codes ``(G, n)`` uint8 of the nearest level (ties to the lower level); see the module docstring."""
     t = thresholds(codebook, w.dtype)
     codes = np.empty(w.shape, np.uint8)
-    if t.shape[1] == 0:
-        codes[...] = 0
-    elif t.shape[1] < _COUNT_MAX_K:
-        _assign_count(w, t, codes)
-    else:
-        _assign_search(w, t, codes)
+    with _threads_for(w.size):
+        if t.shape[1] <= 15:
+            pad = np.full((t.shape[0], 15), np.inf, w.dtype)
+            pad[:, :t.shape[1]] = t
+            _assign_count(w, pad, codes)
+        else:
+            _assign_search(w, t, codes)
     return codes
 
 
@@ -133,7 +150,8 @@ def _dequantize(codes, codebook, out):
 def dequantize(codes, codebook):
     """``w_hat (G, n)`` in the codebook's dtype: ``codebook[g, codes[g, i]]``."""
     out = np.empty(codes.shape, codebook.dtype)
-    _dequantize(codes, codebook, out)
+    with _threads_for(codes.size):
+        _dequantize(codes, codebook, out)
     return out
 
 
@@ -213,46 +231,95 @@ def _canonicalize(codes, codebook):
 
 def canonicalize(codes, codebook):
     """Sort every codebook row ascending (stable) and remap its codes, in place; ``w_hat`` is unchanged."""
-    _canonicalize(codes, codebook)
+    with _threads_for(codes.size):
+        _canonicalize(codes, codebook)
 
 
 # ---------------------------------------------------------------------------------------------------- equal-mass OT
-@jit(parallel=True)
-def _ot_equal_mass(w, k, codes, codebook):
-    G, n = w.shape
+@jit
+def _radix_order(bits, nbytes, top, full):
+    """Stable ascending order of a float row given its raw bits (``uint32``/``uint64`` view): LSD radix sort on
+    order-preserving keys, 8 bits a pass, passes over a constant byte skipped; −0.0 sorts as +0.0."""
+    n = bits.shape[0]
+    keys = np.empty(n, np.uint64)
+    hist = np.zeros((nbytes, 256), np.int64)
+    for i in range(n):
+        u = np.uint64(bits[i])
+        if u == top:                                   # -0.0 -> +0.0
+            u = np.uint64(0)
+        key = (~u & full) if (u & top) else (u | top)
+        keys[i] = key
+        for b in range(nbytes):
+            hist[b, np.int64((key >> np.uint64(8 * b)) & np.uint64(255))] += 1
+    order = np.arange(n)
+    tmp_order = np.empty(n, np.int64)
+    tmp_keys = np.empty(n, np.uint64)
+    off = np.empty(256, np.int64)
+    for b in range(nbytes):
+        shift = np.uint64(8 * b)
+        if hist[b, np.int64((keys[0] >> shift) & np.uint64(255))] == n:
+            continue
+        acc = 0
+        for d in range(256):
+            off[d] = acc
+            acc += hist[b, d]
+        for i in range(n):
+            d = np.int64((keys[i] >> shift) & np.uint64(255))
+            p = off[d]
+            off[d] = p + 1
+            tmp_keys[p] = keys[i]
+            tmp_order[p] = order[i]
+        keys, tmp_keys = tmp_keys, keys
+        order, tmp_order = tmp_order, order
+    return order
+
+
+@jit
+def _ot_row(row, bits, nbytes, top, full, k, codes, codebook):
+    n = row.shape[0]
     kk = min(k, n)
     q = n // kk
     r = n % kk
-    for g in prange(G):
-        order = np.argsort(w[g], kind="mergesort")
-        s = w[g][order]
-        means = np.empty(kk, w.dtype)
-        lo = 0
-        for j in range(kk):
-            size = q + 1 if j < r else q
-            means[j] = _pairwise_sum(s, lo, size) / size
-            lo += size
-        rank = _sorted_order(means)          # means are ascending but for rounding ties: make them so
-        inv = np.empty(kk, np.uint8)
-        for j in range(kk):
-            inv[rank[j]] = j
-            codebook[g, j] = means[rank[j]]
-        for j in range(kk, k):
-            codebook[g, j] = codebook[g, kk - 1]
-        lo = 0
-        for j in range(kk):
-            size = q + 1 if j < r else q
-            c = inv[j]
-            for t in range(lo, lo + size):
-                codes[g, order[t]] = c
-            lo += size
+    order = _radix_order(bits, nbytes, top, full)
+    s = row[order]
+    means = np.empty(kk, row.dtype)
+    lo = 0
+    for j in range(kk):
+        size = q + 1 if j < r else q
+        means[j] = _pairwise_sum(s, lo, size) / size
+        lo += size
+    rank = _sorted_order(means)          # ascending up to rounding ties of the means: make them so
+    inv = np.empty(kk, np.uint8)
+    for j in range(kk):
+        inv[rank[j]] = j
+        codebook[j] = means[rank[j]]
+    for j in range(kk, k):
+        codebook[j] = codebook[kk - 1]
+    lo = 0
+    for j in range(kk):
+        size = q + 1 if j < r else q
+        c = inv[j]
+        for t in range(lo, lo + size):
+            codes[order[t]] = c
+        lo += size
+
+
+@jit(parallel=True)
+def _ot_equal_mass(w, bits, nbytes, top, full, k, codes, codebook):
+    for g in prange(w.shape[0]):
+        _ot_row(w[g], bits[g], nbytes, top, full, k, codes[g], codebook[g])
 
 
 def ot_equal_mass(w, k):
     """The paper's equal-mass OT quantizer per row → ``(codes, codebook)``; see the module docstring."""
     codes = np.empty(w.shape, np.uint8)
     codebook = np.empty((w.shape[0], k), w.dtype)
-    _ot_equal_mass(w, k, codes, codebook)
+    nbits = 8 * w.dtype.itemsize
+    bits = w.view(np.uint32 if nbits == 32 else np.uint64)
+    top = np.uint64(1 << (nbits - 1))
+    full = np.uint64((1 << nbits) - 1)
+    with _threads_for(w.size):
+        _ot_equal_mass(w, bits, nbits // 8, top, full, k, codes, codebook)
     return codes, codebook
 
 
@@ -288,7 +355,8 @@ def uniform(w, k):
     """Asymmetric min–max quantizer per row → ``(codes, codebook)``; see the module docstring."""
     codes = np.empty(w.shape, np.uint8)
     codebook = np.empty((w.shape[0], k), w.dtype)
-    _uniform(w, k, codes, codebook)
+    with _threads_for(w.size):
+        _uniform(w, k, codes, codebook)
     return codes, codebook
 
 
@@ -299,49 +367,55 @@ def _grid(j, n, step):
     return 1.0 if j == n - 1 else j * step + 0.0
 
 
-@jit(parallel=True)
-def _pwl(w, k, codes, levels):
-    G, n = w.shape
+@jit
+def _pwl_row(row, k, codes, levels):
+    n = row.shape[0]
     step = 1.0 / (n - 1) if n > 1 else 0.0
     qstep = 1.0 / k
-    for g in prange(G):
-        s = np.sort(w[g]).astype(np.float64)
-        b = np.empty(k + 1, np.float64)
-        for i in range(k + 1):
-            x = 1.0 if i == k else i * qstep + 0.0
-            if n == 1:
-                b[i] = s[0]
-                continue
-            j = min(max(int(x * (n - 1)), 0), n - 1)      # j = last grid index with grid[j] <= x
-            while j + 1 < n and _grid(j + 1, n, step) <= x:
-                j += 1
-            while _grid(j, n, step) > x:
-                j -= 1
-            xj = _grid(j, n, step)
-            if j == n - 1 or xj == x:
-                b[i] = s[j]
+    s = np.sort(row).astype(np.float64)
+    b = np.empty(k + 1, np.float64)
+    for i in range(k + 1):
+        x = 1.0 if i == k else i * qstep + 0.0
+        if n == 1:
+            b[i] = s[0]
+            continue
+        j = min(max(int(x * (n - 1)), 0), n - 1)      # j = last grid index with grid[j] <= x
+        while j + 1 < n and _grid(j + 1, n, step) <= x:
+            j += 1
+        while _grid(j, n, step) > x:
+            j -= 1
+        xj = _grid(j, n, step)
+        if j == n - 1 or xj == x:
+            b[i] = s[j]
+        else:
+            slope = (s[j + 1] - s[j]) / (_grid(j + 1, n, step) - xj)
+            b[i] = slope * (x - xj) + s[j]
+    for i in range(k):
+        levels[i] = (b[i] + b[i + 1]) / 2
+    for i in range(n):
+        x = np.float64(row[i])
+        a, c = 0, k + 1                                  # searchsorted(b, x, 'right')
+        while a < c:
+            m = (a + c) >> 1
+            if b[m] <= x:
+                a = m + 1
             else:
-                slope = (s[j + 1] - s[j]) / (_grid(j + 1, n, step) - xj)
-                b[i] = slope * (x - xj) + s[j]
-        for i in range(k):
-            levels[g, i] = (b[i] + b[i + 1]) / 2
-        for i in range(n):
-            x = np.float64(w[g, i])
-            a, c = 0, k + 1                                  # searchsorted(b, x, 'right')
-            while a < c:
-                m = (a + c) >> 1
-                if b[m] <= x:
-                    a = m + 1
-                else:
-                    c = m
-            codes[g, i] = min(max(a - 1, 0), k - 1)
+                c = m
+        codes[i] = min(max(a - 1, 0), k - 1)
+
+
+@jit(parallel=True)
+def _pwl(w, k, codes, levels):
+    for g in prange(w.shape[0]):
+        _pwl_row(w[g], k, codes[g], levels[g])
 
 
 def pwl(w, k):
     """The published PWL quantizer per row → ``(codes, levels64)``; see the module docstring."""
     codes = np.empty(w.shape, np.uint8)
     levels = np.empty((w.shape[0], k), np.float64)
-    _pwl(w, k, codes, levels)
+    with _threads_for(w.size):
+        _pwl(w, k, codes, levels)
     return codes, levels
 
 
@@ -368,7 +442,8 @@ def _sign_ranges(w, out):
 def sign_ranges(w):
     """float64 ``(G, 4)``: positive min, max; negative |min|, |max| (NaN where absent)."""
     out = np.empty((w.shape[0], 4), np.float64)
-    _sign_ranges(w, out)
+    with _threads_for(w.size):
+        _sign_ranges(w, out)
     return out
 
 
@@ -403,7 +478,8 @@ def _log2_assign(w, levels, n_neg, n_pos, codes):
 def log2_assign(w, levels, n_neg, n_pos):
     """Codes of the published log2 quantizer given its float64 level table; see the module docstring."""
     codes = np.empty(w.shape, np.uint8)
-    _log2_assign(w, levels, n_neg.astype(np.int64), n_pos.astype(np.int64), codes)
+    with _threads_for(w.size):
+        _log2_assign(w, levels, n_neg.astype(np.int64), n_pos.astype(np.int64), codes)
     return codes
 
 
@@ -452,9 +528,10 @@ def _children(tasks, best, nt):
 
 
 @jit
-def _layer_serial(Dp, Dc, arg, S1, S2, W, unit, jlo, jhi, olo):
+def _layer_serial(Dp, Dc, arg, S1, S2, W, unit, jlo, jhi, olo, ohi):
+    """Fill Dc[jlo..jhi] (optimal start of the last run within [olo, ohi]) by divide and conquer, breadth first."""
     tasks = np.empty((1, 4), np.int64)
-    tasks[0, 0], tasks[0, 1], tasks[0, 2], tasks[0, 3] = jlo, jhi, olo, jhi - 1
+    tasks[0, 0], tasks[0, 1], tasks[0, 2], tasks[0, 3] = jlo, jhi, olo, ohi
     nt = 1
     while nt > 0:
         best = np.empty(nt, np.int64)
@@ -465,26 +542,25 @@ def _layer_serial(Dp, Dc, arg, S1, S2, W, unit, jlo, jhi, olo):
 
 @jit(parallel=True)
 def _layer_parallel(Dp, Dc, arg, S1, S2, W, unit, jlo, jhi, olo):
+    """As :func:`_layer_serial`; the top levels run serially, then one parallel launch over ≥ 16 subtrees."""
     tasks = np.empty((1, 4), np.int64)
     tasks[0, 0], tasks[0, 1], tasks[0, 2], tasks[0, 3] = jlo, jhi, olo, jhi - 1
     nt = 1
-    while nt > 0:
+    while 0 < nt < 16:
         best = np.empty(nt, np.int64)
-        for t in prange(nt):
+        for t in range(nt):
             best[t] = _dc_task(tasks[t], Dp, Dc, arg, S1, S2, W, unit)
         tasks, nt = _children(tasks, best, nt)
+    for t in prange(nt):
+        _layer_serial(Dp, Dc, arg, S1, S2, W, unit, tasks[t, 0], tasks[t, 1], tasks[t, 2], tasks[t, 3])
 
 
 @jit
 def _dp_prepare(row, wrow, unit):
     """Sorted, centred float64 points and their prefix sums (S1, S2 and, when weighted, W)."""
-    if unit:
-        s = np.sort(row).astype(np.float64)
-        wt = np.empty(0, np.float64)
-    else:
-        order = np.argsort(row, kind="mergesort")
-        s = row[order].astype(np.float64)
-        wt = wrow[order]
+    order = np.argsort(row)
+    s = row[order]
+    wt = s if unit else wrow[order]
     n = s.shape[0]
     centre = s.mean()
     S1 = np.zeros(n + 1)
@@ -509,9 +585,10 @@ def _dp_levels(s, centre, S1, S2, W, unit, arg, kk, k, out):
         i = arg[m, j] if m > 0 else 0
         mass = np.float64(j - i) if unit else W[j] - W[i]
         if mass > 0:
-            out[m] = (S1[j] - S1[i]) / mass + centre
+            level = (S1[j] - S1[i]) / mass + centre
         else:
-            out[m] = s[i:j].mean()
+            level = s[i:j].mean()
+        out[m] = min(max(level, s[i]), s[j - 1])     # within its run: a run of equal values gets that value
         j = i
     lv = np.sort(out[:kk])
     for m in range(k):
@@ -535,7 +612,7 @@ def _dp_serial(row, wrow, unit, k, out):
     _dp_first_layer(Dp, S1, S2, W, unit, n)
     for m in range(1, kk):
         jlo = n if m == kk - 1 else m + 1
-        _layer_serial(Dp, Dc, arg[m], S1, S2, W, unit, jlo, n - (kk - 1 - m), m)
+        _layer_serial(Dp, Dc, arg[m], S1, S2, W, unit, jlo, n - (kk - 1 - m), m, n - (kk - 1 - m) - 1)
         Dp, Dc = Dc, Dp
     _dp_levels(s, centre, S1, S2, W, unit, arg, kk, k, out)
 
@@ -543,7 +620,7 @@ def _dp_serial(row, wrow, unit, k, out):
 @jit(parallel=True)
 def _dp_rows(w, weights, unit, k, out):
     for g in prange(w.shape[0]):
-        _dp_serial(w[g], weights[g] if not unit else weights[0:0].ravel(), unit, k, out[g])
+        _dp_serial(w[g], weights[g], unit, k, out[g])
 
 
 @jit
@@ -564,13 +641,15 @@ def _dp_one(row, wrow, unit, k, out):
 
 def optimal_levels(w, k, weights):
     """float64 ``(G, k)`` W2-optimal levels per row (weighted optimal 1-D k-means); see the module docstring."""
-    from numba import get_num_threads
     G = w.shape[0]
     unit = weights.size == 0
+    w = np.ascontiguousarray(w, dtype=np.float64)
+    weights = np.empty((G, 0), np.float64) if unit else np.ascontiguousarray(weights, dtype=np.float64)
     out = np.empty((G, k), np.float64)
-    if G >= get_num_threads():
-        _dp_rows(w, weights if not unit else np.empty((1, 0), np.float64), unit, k, out)
+    if G >= get_threads() or w.size < _PARALLEL_MIN:
+        with _threads_for(w.size):
+            _dp_rows(w, weights, unit, k, out)
     else:
         for g in range(G):
-            _dp_one(w[g], np.empty(0, np.float64) if unit else weights[g], unit, k, out[g])
+            _dp_one(w[g], weights[g], unit, k, out[g])
     return out

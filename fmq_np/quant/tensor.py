@@ -36,3 +36,45 @@ class QuantizedTensor:
     @property
     def size(self):
         return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def n_levels(self):
+        return 2 ** self.bits
+
+    @property
+    def affine(self):
+        """True when every codebook row is ``c * scale + offset`` (uniform): stored as 2 numbers per group."""
+        return bool(self.meta.get("affine", False))
+
+    @property
+    def overhead_bits(self):
+        """Bits of codebooks (or scale + offset per group for affine codebooks) in the tensor's dtype."""
+        per_group = 2 if self.affine else self.codebook.shape[1]
+        return self.n_groups * per_group * np.dtype(self.dtype).itemsize * 8
+
+    @property
+    def bits_per_weight(self):
+        """Storage cost per weight: the packed codes (``bits``) plus the codebook/scale overhead."""
+        return (self.bits * self.size + self.overhead_bits) / self.size
+
+    @property
+    def nbytes(self):
+        """Bytes of the packed codes plus codebooks/scales (what the quantized tensor costs to store)."""
+        return -(-self.bits * self.size // 8) + self.overhead_bits // 8
+
+    @property
+    def levels_used(self):
+        """Largest number of distinct values any group reconstructs (≤ ``2**bits``)."""
+        best = 0
+        for g in range(self.n_groups):
+            used = np.unique(self.codes[g])
+            best = max(best, np.unique(self.codebook[g, used]).size)
+        return int(best)
+
+    def dequantize(self):
+        """The reconstructed array ``w_hat``: ``shape`` and ``dtype`` of the original tensor."""
+        from fmq_np.quant import cpu
+        cb = self.codebook
+        if cb.dtype == np.float16:
+            return cpu.dequantize(self.codes, cb.astype(np.float32)).astype(np.float16).reshape(self.shape)
+        return cpu.dequantize(self.codes, np.ascontiguousarray(cb)).reshape(self.shape)

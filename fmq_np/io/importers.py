@@ -1,0 +1,267 @@
+"""Import named arrays written by other tools — no torch, no pickle — and write safetensors files.
+
+:func:`read_arrays` reads
+
+* ``.npz``: every ``.npy`` member (``allow_pickle=False``; headers checked before any allocation; CRC checked);
+* ``.safetensors``: own parser of the format (8-byte little-endian header length, JSON header of
+  ``{name: {"dtype", "shape", "data_offsets": [begin, end]}}`` plus optional ``"__metadata__"``, then the data);
+  the optional ``safetensors`` package is not needed;
+* ``.h5`` / ``.hdf5``: every float dataset by its path (``"encoder/conv1/kernel"``); an fmq_np quantized file gives
+  its dequantized arrays.
+
+npz and safetensors give every numeric (bool / int / uint / float) array in the file's order; safetensors BF16
+becomes float32 (exact), the other dtypes are kept. Anything malformed — wrong magic or header, truncated data,
+shapes that do not match byte counts, overlapping or out-of-file offsets, absurd sizes — raises FormatError
+naming the file (and the tensor), never a crash and never a huge allocation.
+"""
+import contextlib
+import json
+import os
+import struct
+import tempfile
+import zipfile
+import zlib
+
+import numpy as np
+
+from ..errors import FormatError, InputError
+from ._h5 import MAX_ELEMENTS, open_h5
+
+#: safetensors dtype name → NumPy dtype (little-endian). BF16 is read as uint16 and widened to float32.
+_ST_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2", "I64": "<i8", "I32": "<i4", "I16": "<i2",
+              "I8": "i1", "U64": "<u8", "U32": "<u4", "U16": "<u2", "U8": "u1", "BOOL": "?"}
+_ST_NAMES = {np.dtype(v): k for k, v in _ST_DTYPES.items() if k != "BF16"}
+#: the safetensors reference implementation refuses headers above 100 MB; so do we
+_ST_MAX_HEADER = 100_000_000
+_NUMERIC_KINDS = "biuf"
+
+
+def read_arrays(path):
+    """``dict[str, ndarray]`` of the named arrays in ``path`` (.npz, .safetensors, .h5/.hdf5); see the module doc."""
+    path = os.fspath(path)
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in (".npz", ".safetensors", ".h5", ".hdf5"):
+        raise InputError(f"{path}: unknown file type {ext!r}; expected .npz, .safetensors, .h5 or .hdf5")
+    if not os.path.isfile(path):
+        raise FormatError(f"{path}: no such file")
+    if ext == ".npz":
+        return _read_npz(path)
+    if ext == ".safetensors":
+        return _read_safetensors(path)
+    return _read_h5(path)
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temp file name beside ``path`` to write; on success fsync it and ``os.replace`` it onto ``path``.
+
+    On any exception the temp file is removed and ``path`` is left as it was.
+    """
+    path = os.fspath(path)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1],
+                               dir=os.path.dirname(os.path.abspath(path)))
+    os.close(fd)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+
+
+# ------------------------------------------------------------------------------------------------------ safetensors
+def write_safetensors(path, arrays, metadata=None):
+    """Write ``arrays`` (``dict[str, ndarray]``, numeric dtypes) to a .safetensors file, atomically.
+
+    ``metadata``: optional ``dict[str, str]`` stored as ``"__metadata__"``. Tensors are laid out in the given order;
+    the header is space-padded to a multiple of 8 bytes, as the reference implementation does.
+    """
+    header, offset, blobs = {}, 0, []
+    if metadata is not None:
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in dict(metadata).items()):
+            raise InputError("safetensors metadata must map str to str")
+        header["__metadata__"] = dict(metadata)
+    for name, a in arrays.items():
+        a = np.asarray(a)
+        if not isinstance(name, str) or name == "__metadata__":
+            raise InputError(f"invalid safetensors tensor name {name!r}")
+        if a.dtype.newbyteorder("<") not in _ST_NAMES:
+            raise InputError(f"tensor {name!r}: dtype {a.dtype} cannot be stored in safetensors")
+        data = np.ascontiguousarray(a, a.dtype.newbyteorder("<")).tobytes()
+        header[name] = {"dtype": _ST_NAMES[a.dtype.newbyteorder("<")], "shape": list(a.shape),
+                        "data_offsets": [offset, offset + len(data)]}
+        offset += len(data)
+        blobs.append(data)
+    raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    raw += b" " * (-len(raw) % 8)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        fh.write(struct.pack("<Q", len(raw)))
+        fh.write(raw)
+        for data in blobs:
+            fh.write(data)
+
+
+def _read_safetensors(path):
+    size = os.path.getsize(path)
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        if len(head) < 8:
+            raise FormatError(f"{path}: not a safetensors file (shorter than its 8-byte header length)")
+        n = struct.unpack("<Q", head)[0]
+        if n < 2 or n > _ST_MAX_HEADER or 8 + n > size:
+            raise FormatError(f"{path}: not a safetensors file (header length {n} for a file of {size} bytes)")
+        try:
+            header = json.loads(fh.read(n).decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+            raise FormatError(f"{path}: safetensors header is not valid JSON ({exc})") from None
+        entries = _check_st_header(header, size - 8 - n, path)
+        out = {}
+        for name, (dtype, shape, begin, end) in entries.items():
+            fh.seek(8 + n + begin)
+            data = fh.read(end - begin)
+            if len(data) != end - begin:
+                raise FormatError(f"{path}: tensor {name!r} is truncated")
+            a = np.frombuffer(data, dtype=_ST_DTYPES[dtype]).reshape(shape)
+            out[name] = _bf16_to_f32(a) if dtype == "BF16" else a.astype(a.dtype.newbyteorder("="))
+    return out
+
+
+def _check_st_header(header, data_len, path):
+    """Validated ``{name: (dtype, shape, begin, end)}``; tensors must tile the data buffer exactly, in any order."""
+    if not isinstance(header, dict):
+        raise FormatError(f"{path}: safetensors header is not a JSON object")
+    meta = header.get("__metadata__", {})
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise FormatError(f"{path}: safetensors __metadata__ must map str to str")
+    entries = {}
+    for name, e in header.items():
+        if name == "__metadata__":
+            continue
+        if not isinstance(e, dict) or set(e) != {"dtype", "shape", "data_offsets"}:
+            raise FormatError(f"{path}: tensor {name!r}: header entry needs exactly dtype, shape, data_offsets")
+        dtype, shape, offsets = e["dtype"], e["shape"], e["data_offsets"]
+        if not isinstance(dtype, str) or dtype not in _ST_DTYPES:
+            raise FormatError(f"{path}: tensor {name!r}: unsupported dtype {dtype!r}")
+        if not isinstance(shape, list) or len(shape) > 32 or not all(_is_count(d) for d in shape):
+            raise FormatError(f"{path}: tensor {name!r}: invalid shape {shape!r}")
+        if not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_count(o) for o in offsets):
+            raise FormatError(f"{path}: tensor {name!r}: invalid data_offsets {offsets!r}")
+        count = 1
+        for d in shape:
+            count *= d
+        begin, end = offsets
+        if count > MAX_ELEMENTS:
+            raise FormatError(f"{path}: tensor {name!r} has an absurd size {shape}")
+        if end < begin or end - begin != count * np.dtype(_ST_DTYPES[dtype]).itemsize:
+            raise FormatError(f"{path}: tensor {name!r}: shape {shape} of {dtype} does not match its "
+                              f"{end - begin} bytes")
+        entries[name] = (dtype, tuple(shape), begin, end)
+    cursor = 0
+    for name, (_, _, begin, end) in sorted(entries.items(), key=lambda kv: (kv[1][2], kv[1][3])):
+        if begin != cursor:
+            raise FormatError(f"{path}: tensor {name!r}: data_offsets leave a gap or overlap at byte {cursor}")
+        cursor = end
+    if cursor != data_len:
+        raise FormatError(f"{path}: tensors cover {cursor} data bytes but the file holds {data_len} (truncated?)")
+    return entries
+
+
+def _is_count(x):
+    return isinstance(x, int) and not isinstance(x, bool) and 0 <= x < 1 << 62
+
+
+def _bf16_to_f32(a):
+    """bfloat16 bits (uint16) → float32, exactly (bfloat16 is the top half of a float32)."""
+    return (a.astype(np.uint32) << 16).view(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------------------- npz
+def _read_npz(path):
+    out = {}
+    try:
+        with zipfile.ZipFile(path) as z:
+            for info in z.infolist():
+                if not info.filename.endswith(".npy"):
+                    raise FormatError(f"{path}: member {info.filename!r} is not a .npy array")
+                name = info.filename[:-4]
+                if name in out:
+                    raise FormatError(f"{path}: array {name!r} appears twice")
+                with z.open(info) as member:
+                    a = _read_npy_member(member, info.file_size, f"{path}: array {name!r}")
+                    if member.read(1):           # also makes zipfile verify the member's CRC-32
+                        raise FormatError(f"{path}: array {name!r} has trailing bytes")
+                if a.dtype.kind in _NUMERIC_KINDS:
+                    out[name] = a
+    except FormatError:
+        raise
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, KeyError, NotImplementedError, RuntimeError) as exc:
+        raise FormatError(f"{path}: not a readable .npz file ({_first_line(exc)})") from None
+    return out
+
+
+def _read_npy_member(member, file_size, label):
+    """One .npy stream: header checked against the member's size before the data is read."""
+    fmt = np.lib.format
+    version = fmt.read_magic(member)
+    if version == (1, 0):
+        shape, fortran, dtype = fmt.read_array_header_1_0(member)
+    elif version == (2, 0):
+        shape, fortran, dtype = fmt.read_array_header_2_0(member)
+    else:
+        raise FormatError(f"{label}: unsupported .npy version {version}")
+    if dtype.hasobject:
+        raise FormatError(f"{label}: object arrays are refused (they would need pickle)")
+    count = 1
+    for d in shape:
+        count *= d
+    if count > MAX_ELEMENTS or count * dtype.itemsize != file_size - member.tell():
+        raise FormatError(f"{label}: shape {shape} of {dtype} does not match its {file_size - member.tell()} bytes")
+    data = member.read(count * dtype.itemsize)
+    if len(data) != count * dtype.itemsize:
+        raise FormatError(f"{label}: truncated data")
+    a = np.frombuffer(data, dtype=dtype)
+    a = a.reshape(shape[::-1]).T if fortran else a.reshape(shape)
+    return a.astype(dtype.newbyteorder("="), order="C")        # a writeable, native-order copy
+
+
+# ---------------------------------------------------------------------------------------------------------- HDF5
+def _read_h5(path):
+    with open_h5(path) as f:
+        try:
+            fmt = f.attrs.get("format")
+            quantized = isinstance(fmt, (bytes, str)) and _text(fmt) == "fmq_np.quantized"
+            names = []
+            if not quantized:
+                f.visititems(lambda name, obj: names.append(name) if _is_float_dataset(obj) else None)
+            out = {}
+            for name in names:
+                ds = f[name]
+                if ds.size > MAX_ELEMENTS:
+                    raise FormatError(f"{path}: dataset {name!r} has an absurd size {ds.shape}")
+                a = ds[()]
+                out[name] = np.asarray(a, dtype=a.dtype.newbyteorder("="))
+        except FormatError:
+            raise
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+            raise FormatError(f"{path}: unreadable HDF5 content ({_first_line(exc)})") from None
+    if quantized:
+        from .quantized import load_quantized
+        return load_quantized(path).dequantize()
+    return out
+
+
+def _text(value):
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def _is_float_dataset(obj):
+    import h5py
+    return isinstance(obj, h5py.Dataset) and obj.dtype.kind == "f" and obj.dtype.itemsize in (2, 4, 8)
+
+
+def _first_line(exc):
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

@@ -1,0 +1,117 @@
+"""Quantize a whole model: named float arrays → :class:`QuantizedModel`, with per-tensor policies and a report.
+
+``quant`` knows nothing of ``fmq_np.nn``: a model is just an ordered ``dict[str, ndarray]``.
+"""
+import numpy as np
+
+from fmq_np.errors import InputError
+from fmq_np.quant.schemes import _check_bits, as_float_array, check_options, paper_skip_reason, quantize
+from fmq_np.quant.tensor import QuantizedTensor
+
+
+class QuantizedModel:
+    """Named tensors, each a :class:`QuantizedTensor` or a plain ndarray kept in float (skipped).
+
+    ``meta`` is JSON-serialisable: ``bits, method, granularity, group_size, paper_compat`` and optionally
+    ``model_class`` / ``model_config`` (set by callers so that a float model can be rebuilt).
+    """
+
+    def __init__(self, tensors, meta, originals=None, skipped=None):
+        self.tensors = dict(tensors)
+        self.meta = dict(meta)
+        self._originals = originals or {}      # name -> float array before quantization (for the report)
+        self._skipped = skipped or {}          # name -> why it was kept as it is
+        self._report = None
+
+    def dequantize(self):
+        """``dict[str, ndarray]`` in the input order: quantized tensors reconstructed, skipped ones as stored."""
+        return {name: t.dequantize() if isinstance(t, QuantizedTensor) else t for name, t in self.tensors.items()}
+
+    @property
+    def report(self):
+        """One dict per tensor: name, shape, bits, method, mse, w2, levels_used, bits_per_weight, bytes_before,
+        bytes_after, skipped. ``mse``/``w2`` are None when the original arrays are unknown (a loaded model)."""
+        if self._report is None:
+            self._report = [report_row(name, t, self._originals.get(name), self._skipped.get(name))
+                            for name, t in self.tensors.items()]
+        return self._report
+
+    @property
+    def nbytes(self):
+        """Bytes to store every tensor (quantized: packed codes + codebooks)."""
+        return sum(t.nbytes for t in self.tensors.values())
+
+
+def w2_distance(a, b):
+    """Empirical 2-Wasserstein distance between the values of two equal-size arrays (sorted matching, float64)."""
+    x = np.sort(np.asarray(a, np.float64).ravel())
+    y = np.sort(np.asarray(b, np.float64).ravel())
+    return float(np.sqrt(np.mean((x - y) ** 2)))
+
+
+def report_row(name, t, original, skipped=None):
+    """Report row of one tensor (``original``: the float array before quantization, or None)."""
+    if isinstance(t, QuantizedTensor):
+        w_hat = t.dequantize()
+        itemsize = np.dtype(t.dtype).itemsize
+        row = dict(name=name, shape=tuple(t.shape), bits=t.bits, method=t.method, levels_used=t.levels_used,
+                   bits_per_weight=t.bits_per_weight, bytes_before=t.size * itemsize, bytes_after=t.nbytes,
+                   skipped=t.meta.get("skipped", skipped))
+    else:
+        w_hat = t
+        row = dict(name=name, shape=tuple(t.shape), bits=None, method=None, levels_used=None,
+                   bits_per_weight=float(t.dtype.itemsize * 8), bytes_before=t.nbytes, bytes_after=t.nbytes,
+                   skipped=skipped)
+    if original is None:
+        row.update(mse=None, w2=None)
+    else:
+        d = np.asarray(original, np.float64) - np.asarray(w_hat, np.float64)
+        row.update(mse=float(np.mean(d * d)) if d.size else 0.0, w2=w2_distance(original, w_hat))
+    return row
+
+
+def default_policy(paper_compat):
+    """``bits`` for every tensor, except 1-D ones (biases, norm scales) kept in float unless ``paper_compat``."""
+    def policy(name, array, bits):
+        return bits if paper_compat or array.ndim > 1 else None
+    return policy
+
+
+def quantize_model(named_arrays, bits=3, method="ot", granularity="channel", group_size=None, paper_compat=False,
+                   policy=None, weights=None, device="auto"):
+    """Quantize every float array of ``named_arrays`` → :class:`QuantizedModel`.
+
+    ``policy(name, array) -> bits | None`` picks each tensor's bit width (None keeps it in float); the default keeps
+    1-D tensors in float unless ``paper_compat``. With ``paper_compat=True`` the published skip rule applies
+    (``numel < 2**bits`` for ot/pwl/log2 → kept in float). Non-float arrays are kept as they are.
+    ``weights``: optional ``dict[name, importance array]`` for ``method="ot-opt"``.
+    """
+    bits, group_size = check_options(bits, method, granularity, group_size, paper_compat)
+    if not hasattr(named_arrays, "items"):
+        raise InputError("named_arrays must be a mapping of name -> array")
+    weights = weights or {}
+    tensors, originals, skipped = {}, {}, {}
+    for name, array in named_arrays.items():
+        array = np.asarray(array)
+        if array.dtype.kind != "f":
+            tensors[name], originals[name], skipped[name] = array, array, "not a float array"
+            continue
+        array = as_float_array(array, name)
+        if policy is None:
+            b, why = default_policy(paper_compat)(name, array, bits), "1-D tensor kept in float (default policy)"
+        else:
+            b, why = policy(name, array), "kept in float by policy"
+            b = None if b is None else _check_bits(b, f"policy({name!r})")
+        if b is not None and paper_compat:
+            rule = paper_skip_reason(array.size, b, method)
+            b, why = (None, rule) if rule else (b, why)
+        originals[name] = array
+        if b is None:
+            tensors[name], skipped[name] = array, why
+            continue
+        tensors[name] = quantize(array, bits=b, method=method, granularity=granularity,
+                                 group_size=group_size or None, paper_compat=paper_compat,
+                                 weights=weights.get(name), device=device, name=name)
+    meta = dict(bits=bits, method=method, granularity=granularity, group_size=group_size or None,
+                paper_compat=bool(paper_compat))
+    return QuantizedModel(tensors, meta, originals, skipped)

@@ -1,0 +1,211 @@
+"""The five quantizers and :func:`quantize`.
+
+Each scheme maps the grouped view ``w2`` (``(G, n)``, float32/float64, see :mod:`fmq_np.quant.tensor`) and
+``k = 2**bits`` to ``(codes, codebook, meta)`` through the device's kernels (:mod:`fmq_np.quant.cpu` or its
+``numba.cuda`` twin :mod:`fmq_np.quant.gpu`, same names and answers).
+
+``"ot"``       the paper's equal-mass OT map: rank-based chunks of a stable sort (tied values: earlier flat position →
+               lower chunk), chunk means as ``numpy.mean`` computes them in the tensor's dtype.
+``"uniform"``  asymmetric min–max, in the tensor's dtype, round half to even; a constant group is reproduced exactly.
+``"pwl"``      the published quantile-midpoint quantizer (float64 breakpoints from ``numpy.interp``).
+``"log2"``     the published sign-split logarithmic quantizer (float64 level positions and distances).
+``"ot-opt"``   ours: the exact W2-optimal (minimum-MSE) k-level codebook of each group, optionally weighted by
+               per-weight importance, by dynamic programming; nearest-level assignment (ties to the lower level).
+
+float16 tensors are computed in float32 and their codebooks cast back to float16 (``numpy.mean`` does the same).
+"""
+import numpy as np
+
+from fmq_np._numba import resolve_device
+from fmq_np.errors import InputError
+from fmq_np.quant.tensor import QuantizedTensor
+
+METHODS = ("ot", "uniform", "pwl", "log2", "ot-opt")
+GRANULARITIES = ("tensor", "channel", "group")
+#: methods the published code skips on tensors with fewer than 2**bits elements (``uniform`` never skips).
+PAPER_SKIPS = ("ot", "pwl", "log2")
+
+
+def _kernels(device):
+    if resolve_device(device) == "cuda":
+        from fmq_np.quant import gpu
+        return gpu
+    from fmq_np.quant import cpu
+    return cpu
+
+
+def group_view(w, granularity, group_size, name="w"):
+    """``w`` viewed C-order as ``(n_groups, group_len)`` for ``granularity`` (see QuantizedTensor's layout)."""
+    if granularity == "tensor" or w.ndim <= 1:
+        chan = w.reshape(1, -1)
+    else:
+        chan = w.reshape(w.shape[0], -1)
+    if granularity != "group":
+        return chan
+    if chan.shape[1] % group_size:
+        raise InputError(f"tensor {name!r}: channel length {chan.shape[1]} is not a multiple of "
+                         f"group_size={group_size}")
+    return chan.reshape(-1, group_size)
+
+
+def ot(kern, w2, k):
+    """Equal-mass OT (the paper's quantizer)."""
+    codes, codebook = kern.ot_equal_mass(w2, k)
+    return codes, codebook, {}
+
+
+def uniform(kern, w2, k):
+    """Asymmetric min–max; the codebook row is exactly ``c * scale + min`` (stored as scale + offset)."""
+    codes, codebook = kern.uniform(w2, k)
+    return codes, codebook, {"affine": True}
+
+
+def pwl(kern, w2, k):
+    """Published quantile-midpoint PWL: float64 levels cast to the tensor's dtype."""
+    codes, levels = kern.pwl(w2, k)
+    codebook = levels.astype(w2.dtype)
+    kern.canonicalize(codes, codebook)
+    return codes, codebook, {}
+
+
+def log2_levels(stats, k):
+    """Float64 level table of the published log2 quantizer from ``sign_ranges`` statistics.
+
+    Returns ``(levels (G, k), n_neg (G,), n_pos (G,))``: per row the negative levels then the positive ones, each in
+    magnitude-ascending ``linspace`` order, padded with the row's largest level. A sign group with values of one
+    magnitude only gets that value; otherwise ``2.0 ** numpy.linspace(log(min)/log(2), log(max)/log(2), k_sign)``.
+    ``k`` is k' = min(2**bits, n); a sign gets ``k // 2`` levels when the row has both signs, else all ``k``.
+    """
+    G = stats.shape[0]
+    levels = np.zeros((G, k), np.float64)
+    n_neg = np.zeros(G, np.int64)
+    n_pos = np.zeros(G, np.int64)
+    ln2 = np.log(2.0)
+    for g in range(G):
+        has_pos, has_neg = not np.isnan(stats[g, 0]), not np.isnan(stats[g, 2])
+        parts = []
+        for lo, hi, present, sign in ((stats[g, 2], stats[g, 3], has_neg, -1.0),
+                                      (stats[g, 0], stats[g, 1], has_pos, 1.0)):
+            if not present:
+                parts.append(np.empty(0))
+                continue
+            kk = k // 2 if has_pos and has_neg else k
+            if lo == hi:
+                mags = np.full(kk, lo)
+            else:
+                mags = 2.0 ** np.linspace(np.log(lo) / ln2, np.log(hi) / ln2, kk)
+            parts.append(sign * mags)
+        n_neg[g], n_pos[g] = len(parts[0]), len(parts[1])
+        row = np.concatenate(parts)
+        if row.size:
+            levels[g, :row.size] = row
+            levels[g, row.size:] = row.max()
+    return levels, n_neg, n_pos
+
+
+def log2(kern, w2, k):
+    """Published sign-split logarithmic quantizer."""
+    kk = min(k, w2.shape[1])
+    levels, n_neg, n_pos = log2_levels(kern.sign_ranges(w2), kk)
+    codes = kern.log2_assign(w2, levels, n_neg, n_pos)
+    codebook = np.empty((w2.shape[0], k), w2.dtype)
+    codebook[:, :kk] = levels
+    codebook[:, kk:] = codebook[:, kk - 1:kk]
+    kern.canonicalize(codes, codebook)
+    return codes, codebook, {}
+
+
+def ot_opt(kern, w2, k, weights2=None):
+    """Exact W2-optimal k-level codebook per group (DP), nearest-level assignment."""
+    wts = np.empty((0, 0), np.float64) if weights2 is None else weights2
+    codebook = np.sort(kern.optimal_levels(w2, k, wts).astype(w2.dtype), axis=1)
+    return kern.assign(w2, codebook), codebook, {}
+
+
+_SCHEMES = {"ot": ot, "uniform": uniform, "pwl": pwl, "log2": log2}
+
+
+def _check_bits(bits, name="bits"):
+    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not 1 <= bits <= 8:
+        raise InputError(f"{name} must be an integer in 1..8, got {bits!r}")
+    return int(bits)
+
+
+def check_options(bits, method, granularity, group_size, paper_compat):
+    """Validate the options shared by :func:`quantize` and ``quantize_model``; returns (bits, group_size)."""
+    bits = _check_bits(bits)
+    if method not in METHODS:
+        raise InputError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
+    if granularity not in GRANULARITIES:
+        raise InputError(f"granularity must be one of {', '.join(GRANULARITIES)}; got {granularity!r}")
+    if granularity == "group":
+        if isinstance(group_size, bool) or not isinstance(group_size, (int, np.integer)) or group_size < 1:
+            raise InputError(f"granularity='group' needs a positive integer group_size, got {group_size!r}")
+        group_size = int(group_size)
+    elif group_size is not None:
+        raise InputError(f"group_size is only used with granularity='group' (got granularity={granularity!r})")
+    if paper_compat and (method == "ot-opt" or granularity != "channel"):
+        raise InputError("paper_compat=True reproduces the published per-channel quantizers: it needs "
+                         f"granularity='channel' and method in {', '.join(_SCHEMES)}")
+    return bits, group_size or 0
+
+
+def paper_skip_reason(size, bits, method):
+    """Why the published code leaves a tensor of ``size`` elements unchanged, or None."""
+    if method in PAPER_SKIPS and size < 2 ** bits:
+        return "numel < 2**bits (published skip rule)"
+    return None
+
+
+def as_float_array(w, name):
+    """``w`` as a float ndarray with only finite values, or InputError naming the tensor."""
+    w = np.asarray(w)
+    if w.dtype.kind != "f" or w.dtype.itemsize not in (2, 4, 8):
+        raise InputError(f"tensor {name!r}: expected a float16/32/64 array, got dtype {w.dtype}")
+    if w.size == 0:
+        raise InputError(f"tensor {name!r} is empty")
+    if not np.isfinite(w).all():
+        raise InputError(f"tensor {name!r} contains NaN or Inf")
+    return w
+
+
+def quantize(w, bits=3, method="ot", granularity="channel", group_size=None, paper_compat=False, weights=None,
+             device="auto", name="w"):
+    """Quantize one float array → :class:`QuantizedTensor` (``.dequantize()`` has w's shape and dtype).
+
+    ``weights``: optional per-weight importance (same shape, finite, ≥ 0; ``"ot-opt"`` only).
+    ``paper_compat=True``: a tensor the published code skips (``numel < 2**bits`` for ot/pwl/log2) is stored
+    losslessly and marked ``meta["skipped"]``. ``name`` only labels error messages.
+    """
+    bits, group_size = check_options(bits, method, granularity, group_size, paper_compat)
+    w = as_float_array(w, name)
+    kern = _kernels(device)
+    k = 2 ** bits
+    work = w.astype(np.float32) if w.dtype == np.float16 else w
+    w2 = np.ascontiguousarray(group_view(work, granularity, group_size, name))
+    skipped = paper_skip_reason(w.size, bits, method) if paper_compat else None
+    if skipped:
+        codes, codebook, meta = ot(kern, w2, k)          # n < k values per group: one exact level each
+        meta = {"skipped": skipped}
+    elif method == "ot-opt":
+        codes, codebook, meta = ot_opt(kern, w2, k, _weights(weights, w, granularity, group_size, name))
+    else:
+        if weights is not None:
+            raise InputError(f"weights are only used by method='ot-opt' (got method={method!r})")
+        codes, codebook, meta = _SCHEMES[method](kern, w2, k)
+    return QuantizedTensor(codes=codes, codebook=codebook.astype(w.dtype), shape=tuple(w.shape), dtype=w.dtype,
+                           bits=bits, method=method, granularity=granularity, group_size=group_size, meta=meta)
+
+
+def _weights(weights, w, granularity, group_size, name):
+    if weights is None:
+        return None
+    a = np.asarray(weights, dtype=np.float64)
+    if a.shape != w.shape:
+        raise InputError(f"tensor {name!r}: weights shape {a.shape} != tensor shape {w.shape}")
+    if not np.isfinite(a).all() or (a < 0).any():
+        raise InputError(f"tensor {name!r}: weights must be finite and >= 0")
+    a2 = np.ascontiguousarray(group_view(a, granularity, group_size, name))
+    if (a2.sum(axis=1) <= 0).any():
+        raise InputError(f"tensor {name!r}: every group needs a positive total weight")
+    return a2

@@ -1,0 +1,124 @@
+"""``fmq-np bounds MODEL.h5 QUANTIZED.h5 [--json OUT]``: per-tensor errors (measured vs predicted) and the
+network / flow bounds against the measured velocity error and sample drift.
+
+Everything is computed on float64 copies of the two networks. The measured drift uses ``n_samples`` noise draws of
+``seed`` integrated by ``solver`` with ``steps`` steps for both models; the MLP's certified ε and L hold on the box
+that contains every point either solver run evaluated (plus ``margin``), so the flow bound is certified for these
+noise draws (and bounds W2 between the two distributions up to the noise mass whose paths leave the box).
+"""
+import numpy as np
+
+from ..errors import FormatError, InputError
+from . import flow_bounds, lipschitz, network, report, weights
+
+
+def _load_pair(model_path, quantized_path):
+    from .. import io
+    from ..quant import QuantizedModel
+    model = io.load(model_path)
+    if not hasattr(model, "parameters"):
+        raise InputError(f"{model_path}: expected a float model checkpoint, got a quantized model")
+    qm = io.load(quantized_path)
+    if not isinstance(qm, QuantizedModel):
+        raise InputError(f"{quantized_path}: not a quantized model (a float checkpoint?); run fmq-np quantize first")
+    params = model.parameters()
+    params_hat = qm.dequantize()
+    try:
+        network.check_pair(params, params_hat)
+    except InputError as exc:
+        raise InputError(f"{quantized_path} does not match {model_path}: {exc}") from None
+    for name, w in params.items():
+        if not np.isfinite(w).all():
+            raise FormatError(f"{model_path}: tensor {name!r} contains NaN or Inf")
+    return model, qm, params, params_hat
+
+
+def tensor_rows(params, qm):
+    """One row per tensor: measured errors and, for quantized tensors of a predictable method, the prediction."""
+    from ..quant import QuantizedTensor
+    params_hat = qm.dequantize()
+    rows = []
+    for name, w in params.items():
+        qt = qm.tensors[name]
+        quantized = isinstance(qt, QuantizedTensor)
+        gran = qt.granularity if quantized else "tensor"
+        gsize = (qt.group_size or 0) if quantized else 0
+        row = dict(name=name, shape=tuple(np.shape(w)), bits=qt.bits if quantized else None,
+                   method=qt.method if quantized else "skipped")
+        row.update(weights.weight_errors(w, params_hat[name], gran, gsize, name))
+        if quantized and qt.method in weights.PREDICTABLE and qt.bits <= 8:
+            row["predicted_mse"] = weights.predicted_mse(w, qt.bits, qt.method, gran, gsize, name)
+            row["pred/meas"] = row["predicted_mse"] / row["mse"] if row["mse"] > 0 else None
+        rows.append(row)
+    return rows
+
+
+def flow_summary(model, params_hat, n_samples, solver, steps, seed, splits, margin):
+    """Measured ε / drift / sliced-W2 and, for MLPs, the certified ε, L and flow bound (dict of floats)."""
+    from ..eval.metrics import sliced_w2
+    from ..flow import noise
+    params = {k: np.asarray(v, np.float64) for k, v in model.parameters().items()}
+    params_hat = {k: np.asarray(v, np.float64) for k, v in params_hat.items()}
+    if network.is_mlp(params):
+        m64, m64_hat = network.mlp_function(params), network.mlp_function(params_hat)
+    else:
+        m64, m64_hat = lipschitz.float64_copy(model), lipschitz.float64_copy(model)
+        m64_hat.load_parameters(params_hat)
+    x0 = noise(model, n_samples, seed).astype(np.float64)
+    rms, mx, x1, x1_hat = flow_bounds.pathwise_drift(m64, m64_hat, x0, solver, steps)
+    xa, ta = flow_bounds.visited_points(m64, x0, solver, steps)
+    xb, tb = flow_bounds.visited_points(m64_hat, x0, solver, steps)
+    pts, tms = np.concatenate([xa, xb]), np.concatenate([ta, tb])
+    eps_meas = network.measured_error(m64, m64_hat, pts, tms)[0]
+    out = dict(solver=solver, steps=steps, n_samples=n_samples, drift_rms=rms, drift_max=mx,
+               sliced_w2=sliced_w2(x1, x1_hat, seed=seed), eps_measured=eps_meas,
+               lipschitz_lower=lipschitz.lipschitz_lower(m64, x0[:min(64, len(x0))], steps=min(steps, 10)))
+    if not network.is_mlp(params):
+        out["note"] = ("no certified eps/L for this architecture (GroupNorm is not Lipschitz without a variance "
+                       "floor); measured values only")
+        return out
+    lo, hi = pts.min(axis=0) - margin, pts.max(axis=0) + margin
+    rng = np.random.default_rng(seed)
+    xs = rng.uniform(lo, hi, (20000, len(lo)))
+    eps_box = max(eps_meas, network.measured_error(m64, m64_hat, xs, rng.uniform(0, 1, len(xs)))[0])
+    bound = network.mlp_error_bound(params, params_hat, lo, hi, splits=splits)
+    L_up = lipschitz.mlp_lipschitz_upper(params, lo, hi, splits=splits)
+    bound_solver = solver if solver in flow_bounds.TABLEAUX else "exact"
+    flow = flow_bounds.flow_bound(bound.eps, L_up, bound_solver, steps if bound_solver != "exact" else None)
+    out.update(box_lo=lo, box_hi=hi, eps_bound=bound.eps, eps_measured_box=eps_box,
+               eps_tightness=bound.eps / eps_box if eps_box > 0 else None,
+               lipschitz_upper=L_up, flow_bound=flow, flow_bound_solver=bound_solver,
+               flow_tightness=flow / mx if mx > 0 else None)
+    return out
+
+
+def run_bounds(model_path, quantized_path, json_out=None, n_samples=256, solver="euler", steps=20, seed=0,
+               splits=8, margin=0.5):
+    """Compare ``quantized_path`` with ``model_path``: returns the report as text; writes JSON to ``json_out``.
+
+    ``n_samples`` noise draws (``seed``) are integrated with ``solver``/``steps`` by both networks; ``splits``
+    sub-boxes per axis tighten the MLP's certified bounds (cost ∝ splits^(dim+1)); ``margin`` widens the box.
+    """
+    if not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
+        raise InputError(f"n_samples must be a positive integer, got {n_samples!r}")
+    model, qm, params, params_hat = _load_pair(model_path, quantized_path)
+    rows = tensor_rows(params, qm)
+    summary = flow_summary(model, params_hat, n_samples, solver, steps, seed, splits, margin)
+    cols = ["name", "shape", "method", "bits", "frobenius", "mse", "predicted_mse", "pred/meas", "w2", "max_abs"]
+    text = [report.table(rows, cols, title=f"weights: {quantized_path} vs {model_path}"), ""]
+    flow_rows = [dict(quantity="eps = sup|v - v_hat|", bound=summary.get("eps_bound"),
+                      measured=summary.get("eps_measured_box", summary["eps_measured"]),
+                      ratio=summary.get("eps_tightness")),
+                 dict(quantity="Lipschitz L", bound=summary.get("lipschitz_upper"),
+                      measured=summary["lipschitz_lower"]),
+                 dict(quantity=f"drift |x1 - x1_hat| ({solver}, {steps} steps)", bound=summary.get("flow_bound"),
+                      measured=summary["drift_max"], ratio=summary.get("flow_tightness")),
+                 dict(quantity="drift RMS (>= W2)", measured=summary["drift_rms"]),
+                 dict(quantity="sliced W2", measured=summary["sliced_w2"])]
+    text.append(report.table(flow_rows, ["quantity", "bound", "measured", "ratio"], title="flow"))
+    if "note" in summary:
+        text.append(f"note: {summary['note']}")
+    if json_out is not None:
+        report.write_json(json_out, dict(model=str(model_path), quantized=str(quantized_path), meta=qm.meta,
+                                         tensors=rows, flow=summary))
+    return "\n".join(text)

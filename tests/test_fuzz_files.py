@@ -1,0 +1,216 @@
+"""Fuzz: mutated files (bytes flipped, truncated, attributes removed or changed) either load with the right content
+or raise FormatError — never another exception, never a crash."""
+import json
+import struct
+
+import h5py
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from fmq_np.errors import FormatError
+from fmq_np.io.importers import read_arrays, write_safetensors
+from fmq_np.io.quantized import load_quantized, save_quantized
+from fmq_np.quant import QuantizedTensor, quantize_model
+
+FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def _arrays():
+    rng = np.random.default_rng(0)
+    return {"a.weight": rng.standard_normal((6, 10)).astype(np.float32),
+            "a.bias": rng.standard_normal(6).astype(np.float32),
+            "b/kernel": rng.standard_normal((3, 4, 2)),
+            "n": np.arange(3, dtype=np.int32)}
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("fuzz")
+    qm = quantize_model(_arrays(), bits=3, method="ot")
+    qm.tensors["u"] = quantize_model({"u": _arrays()["a.weight"]}, bits=2, method="uniform").tensors["u"]
+    save_quantized(d / "q.h5", qm)
+    write_safetensors(d / "m.safetensors", _arrays())
+    np.savez_compressed(d / "m.npz", **_arrays())
+    return d, qm
+
+
+def _flip(raw, flips):
+    raw = bytearray(raw)
+    for pos, bit in flips:
+        raw[pos % len(raw)] ^= 1 << bit
+    return bytes(raw)
+
+
+flips = st.lists(st.tuples(st.integers(0, 1 << 30), st.integers(0, 7)), min_size=1, max_size=3)
+
+
+def _same_model(a, b):
+    da, db = a.dequantize(), b.dequantize()
+    return (list(da) == list(db) and a.meta == b.meta
+            and all(da[k].dtype == db[k].dtype and da[k].tobytes() == db[k].tobytes() for k in da))
+
+
+def _consistent(qm):
+    """A loaded model is well-formed: every tensor dequantizes to its declared shape and dtype."""
+    for name, w in qm.dequantize().items():
+        t = qm.tensors[name]
+        if isinstance(t, QuantizedTensor):
+            assert w.shape == t.shape and w.dtype == t.dtype and np.isfinite(w).all()
+            assert int(t.codes.max()) < 2 ** t.bits and (np.diff(t.codebook, axis=1) >= 0).all()
+
+
+# ------------------------------------------------------------------------------------------- quantized HDF5
+@FUZZ
+@given(flips)
+def test_quantized_h5_flipped_bytes(files, tmp_path, flips):
+    d, qm = files
+    (tmp_path / "x.h5").write_bytes(_flip((d / "q.h5").read_bytes(), flips))
+    try:
+        back = load_quantized(tmp_path / "x.h5")
+    except FormatError:
+        return
+    assert _same_model(qm, back)
+
+
+@FUZZ
+@given(st.floats(0, 1, exclude_max=True))
+def test_quantized_h5_truncated(files, tmp_path, frac):
+    d, qm = files
+    raw = (d / "q.h5").read_bytes()
+    (tmp_path / "x.h5").write_bytes(raw[:int(frac * len(raw))])
+    with pytest.raises(FormatError):
+        load_quantized(tmp_path / "x.h5")
+
+
+def _attribute_sites(path):
+    sites = []
+    with h5py.File(path) as f:
+        sites += [("/", k) for k in f.attrs]
+        f.visititems(lambda name, obj: sites.extend((name, k) for k in obj.attrs))
+    return sorted(sites)
+
+
+replacement = st.one_of(
+    st.integers(-(1 << 40), 1 << 40), st.floats(allow_nan=True), st.text(max_size=20).map(lambda s: s.encode()),
+    st.sampled_from([b"[]", b"[3]", b"[6, 10]", b"[60]", b"[1, 60]", b"{}", b"null", b"float64", b"float16",
+                     b"int8", b"table", b"affine", b"tensor", b"group", b"array", b"quantized", b"fmq_np.quantized"]),
+    st.lists(st.integers(-5, 5), max_size=3).map(lambda v: np.array(v, np.int64)))
+
+
+@FUZZ
+@given(st.data())
+def test_quantized_h5_attributes_removed_or_changed(files, tmp_path, data):
+    d, qm = files
+    sites = _attribute_sites(d / "q.h5")
+    obj, key = data.draw(st.sampled_from(sites))
+    value = data.draw(st.none() | replacement)
+    (tmp_path / "x.h5").write_bytes((d / "q.h5").read_bytes())
+    with h5py.File(tmp_path / "x.h5", "r+") as f:
+        if value is None:
+            del f[obj].attrs[key]
+        else:
+            f[obj].attrs[key] = np.bytes_(value) if isinstance(value, bytes) else value
+    try:
+        back = load_quantized(tmp_path / "x.h5")
+    except FormatError:
+        return
+    _consistent(back)
+
+
+# ---------------------------------------------------------------------------------------------- safetensors
+def _reference_parse(raw):
+    """Independent plain reading of a safetensors byte string that fmq_np accepted: {name: (dtype, shape, bytes)}."""
+    n = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + n])
+    header.pop("__metadata__", None)
+    return {k: (e["dtype"], tuple(e["shape"]), raw[8 + n + e["data_offsets"][0]:8 + n + e["data_offsets"][1]])
+            for k, e in header.items()}
+
+
+_ST = {"F32": "<f4", "F64": "<f8", "I32": "<i4"}
+
+
+@FUZZ
+@given(flips)
+def test_safetensors_flipped_bytes(files, tmp_path, flips):
+    d, _ = files
+    original = (d / "m.safetensors").read_bytes()
+    raw = _flip(original, flips)
+    (tmp_path / "x.safetensors").write_bytes(raw)
+    n = struct.unpack("<Q", original[:8])[0]
+    try:
+        out = read_arrays(tmp_path / "x.safetensors")
+    except FormatError:
+        assert any(pos % len(raw) < 8 + n for pos, _ in flips), "a flip in the data region must still load"
+        return
+    ref = _reference_parse(raw)
+    assert list(out) == list(ref)
+    for k, (dtype, shape, blob) in ref.items():
+        assert out[k].shape == shape and out[k].dtype == np.dtype(_ST[dtype])
+        assert out[k].astype(_ST[dtype]).tobytes() == blob
+
+
+@FUZZ
+@given(st.floats(0, 1, exclude_max=True))
+def test_safetensors_truncated(files, tmp_path, frac):
+    d, _ = files
+    raw = (d / "m.safetensors").read_bytes()
+    (tmp_path / "x.safetensors").write_bytes(raw[:int(frac * len(raw))])
+    with pytest.raises(FormatError):
+        read_arrays(tmp_path / "x.safetensors")
+
+
+json_value = st.recursive(st.none() | st.booleans() | st.integers(-(1 << 70), 1 << 70) | st.floats() |
+                          st.text(max_size=5), lambda c: st.lists(c, max_size=3) | st.dictionaries(
+                              st.text(max_size=5), c, max_size=3), max_leaves=6)
+
+
+@FUZZ
+@given(st.data())
+def test_safetensors_header_fields_changed(files, tmp_path, data):
+    d, _ = files
+    raw = (d / "m.safetensors").read_bytes()
+    n = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + n])
+    name = data.draw(st.sampled_from(sorted(header)))
+    field = data.draw(st.sampled_from(["dtype", "shape", "data_offsets", None]))
+    new = data.draw(json_value | st.sampled_from(["F32", "F64", "F16", "BF16", "I8", [60], [6, 10], [0, 240]]))
+    if field is None:
+        header[name] = new
+    else:
+        header[name][field] = new
+    text = json.dumps(header).encode()
+    mutated = struct.pack("<Q", len(text)) + text + raw[8 + n:]
+    (tmp_path / "x.safetensors").write_bytes(mutated)
+    try:
+        out = read_arrays(tmp_path / "x.safetensors")
+    except FormatError:
+        return
+    assert list(out) == list(_reference_parse(mutated))
+
+
+# ------------------------------------------------------------------------------------------------------- npz
+@FUZZ
+@given(flips)
+def test_npz_flipped_bytes(files, tmp_path, flips):
+    d, _ = files
+    (tmp_path / "x.npz").write_bytes(_flip((d / "m.npz").read_bytes(), flips))
+    try:
+        out = read_arrays(tmp_path / "x.npz")
+    except FormatError:
+        return
+    ref = _arrays()
+    assert list(out) == list(ref)
+    for k in ref:
+        assert out[k].dtype == ref[k].dtype and out[k].tobytes() == ref[k].tobytes()
+
+
+@FUZZ
+@given(st.floats(0, 1, exclude_max=True))
+def test_npz_truncated(files, tmp_path, frac):
+    d, _ = files
+    raw = (d / "m.npz").read_bytes()
+    (tmp_path / "x.npz").write_bytes(raw[:int(frac * len(raw))])
+    with pytest.raises(FormatError):
+        read_arrays(tmp_path / "x.npz")
