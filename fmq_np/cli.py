@@ -1,4 +1,4 @@
-"""``fmq-np``: train, sample, quantize and demo from the command line.
+"""``fmq-np``: train, sample, quantize, bounds and demo from the command line.
 
 Every user error ends with a one-line message on stderr and a non-zero exit code (1 for errors of input or
 files, 2 for bad command-line usage, 130 for Ctrl-C).
@@ -49,6 +49,12 @@ def _sample(args):
         images.save_samples_png(args.png, x)
     print(f"sampled {len(x)} x {x.shape[1:]} from {args.model} ({kind}) with {args.solver}"
           + "".join(f" -> {p}" for p in (args.out, args.png) if p))
+
+
+def _bounds(args):
+    from .theory.cli_bounds import run_bounds
+    print(run_bounds(args.model, args.quantized, json_out=args.json, n_samples=args.n, solver=args.solver,
+                     steps=args.steps, seed=args.seed, splits=args.splits, margin=args.margin))
 
 
 def _demo(args):
@@ -127,12 +133,9 @@ def _report_table(rows):
 
 
 def _save_npy(path, array):
-    import tempfile
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npy", dir=folder)
-    with os.fdopen(fd, "wb") as f:
+    from ._atomic import atomic_path
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.save(f, array, allow_pickle=False)
-    os.replace(tmp, path)
 
 
 def build_parser():
@@ -193,6 +196,21 @@ def build_parser():
                    help="reproduce the published code exactly (which tensors are skipped, 1-D tensors whole)")
     p.add_argument("--out", required=True, help="output quantized model (.h5)")
     p.set_defaults(run=_quantize)
+
+    p = sub.add_parser("bounds", help="theoretical error bounds of a quantized model vs measurement",
+                       description="Per-tensor weight errors (measured vs predicted), the certified velocity-error "
+                                   "and Lipschitz bounds, and the flow-level drift bound against the measured drift "
+                                   "of samples from the same noise.")
+    p.add_argument("model", help="float model (.h5)")
+    p.add_argument("quantized", help="its quantized version (.h5, from fmq-np quantize)")
+    p.add_argument("-n", type=int, default=256, help="noise draws for the measured drift (default 256)")
+    p.add_argument("--solver", choices=SOLVERS[:4], default="euler", help="fixed-step solver (default euler)")
+    p.add_argument("--steps", type=int, default=20, help="solver steps (default 20)")
+    p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    p.add_argument("--splits", type=int, default=8, help="sub-boxes per axis for the MLP's interval bounds (default 8)")
+    p.add_argument("--margin", type=float, default=0.5, help="widening of the input box (default 0.5)")
+    p.add_argument("--json", help="also write the report as JSON here")
+    p.set_defaults(run=_bounds)
 
     p = sub.add_parser("demo", help="train, sample and draw a 2-D toy and the 8x8 digits (the embedded data)",
                        description="Train an MLP on moons and a U-Net on 8x8 digits, sample both, report the "

@@ -1,11 +1,10 @@
 """Pictures of samples as PNG files, with no plotting library: image grids and 2-D point-density maps."""
-import os
 import struct
-import tempfile
 import zlib
 
 import numpy as np
 
+from ._atomic import atomic_path
 from .errors import InputError
 
 
@@ -26,16 +25,8 @@ def write_png(path, pixels):
 
     png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0))
            + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(png)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(png)
 
 
 def image_grid(images, columns=None, scale=1, pad=1):

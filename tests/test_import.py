@@ -186,7 +186,7 @@ def _npy(shape, dtype="<f4", payload=None):
 
 
 @pytest.mark.parametrize("members", [
-    {"w.npy": _npy((1 << 40, 1 << 20), payload=bytes(64))},                         # absurd shape: refused before allocating
+    {"w.npy": _npy((1 << 40, 1 << 20), payload=bytes(64))},           # absurd shape: refused before allocating
     {"w.npy": _npy((4, 4), payload=bytes(10))},                         # shorter than the header says
     {"w.npy": _npy((4,), payload=bytes(20))},                           # longer than the header says
     {"w.npy": b"\x93NUMPY\x09\x00garbage"},                             # unknown version

@@ -26,7 +26,10 @@ def test_linear_full_jacobian(act):
 
 @pytest.mark.parametrize("k,stride,pad,up,act", [(3, 1, 1, 1, None), (3, 2, 1, 1, "silu"), (3, 1, 1, 2, None),
                                                  (1, 1, 0, 1, None), (2, 2, 0, 1, None)])
-def test_conv2d_forward_and_full_jacobian(k, stride, pad, up, act):
+@pytest.mark.parametrize("chunked", [False, True])
+def test_conv2d_forward_and_full_jacobian(k, stride, pad, up, act, chunked, monkeypatch):
+    if chunked:   # one sample per unfolded block: exercises the accumulation over blocks
+        monkeypatch.setattr(layers, "CHUNK_FLOATS", 1)
     rng = np.random.default_rng(k + stride + up)
     conv = layers.Conv2d(2, 3, k, stride=stride, padding=pad, up=up, act=act, rng=rng).astype(F64)
     x = rng.standard_normal((2, 2, 5, 4))
@@ -87,8 +90,14 @@ def _check_velocity(model, x, rng):
     model.astype(F64)
     t = rng.random(x.shape[0])
     arrays = module_arrays(model, x=x)
-    check_directional(lambda: model.forward(arrays["x"], t), lambda dy: {"x": model.backward(dy),
-                                                                           **model.gradients()}, arrays, rng)
+    forward = lambda: model.forward(arrays["x"], t)  # noqa: E731
+    backward = lambda dy: {"x": model.backward(dy), **model.gradients()}  # noqa: E731
+    check_directional(forward, backward, arrays, rng, directions=4, joint=True)
+    check_directional(forward, backward, {"x": arrays["x"]}, rng, directions=2)
+    # a few single tensors on their own: the first, a middle and the last parameter
+    names = list(model.parameters())
+    check_directional(forward, backward, {k: arrays[k] for k in (names[0], names[len(names) // 2], names[-1])},
+                      rng)
 
 
 def test_mlp_velocity_directional():

@@ -94,10 +94,16 @@ def test_bias_act_and_silu_match_reference(rows, cols, act, dtype, seed):
     zr = z0.astype(np.float64) + bias_c
     np.testing.assert_allclose(z, zr, **TOL[dtype])
     np.testing.assert_allclose(y, naive.silu(zr) if act else zr, **TOL[dtype])
-    z, y = z0.copy(), np.empty_like(z0)
-    kernels.bias_act_fwd_rows(z, bias_r, act, y)
+    z = np.empty_like(z0)
+    y = np.empty_like(z0) if act else z
+    kernels.bias_act_rows(z0, bias_r, act, z, y)
     zr = z0.astype(np.float64) + bias_r[:, None]
+    np.testing.assert_allclose(z, zr, **TOL[dtype])
     np.testing.assert_allclose(y, naive.silu(zr) if act else zr, **TOL[dtype])
+    wide = np.zeros((rows, 2 * cols), dtype)   # writing through strided views, as the chunked convolution does
+    kernels.bias_act_rows(z0.copy(), bias_r, act, np.empty_like(z0) if act else wide[:, 1::2], wide[:, 1::2])
+    np.testing.assert_allclose(wide[:, 1::2], naive.silu(zr) if act else zr, **TOL[dtype])
+    assert not wide[:, ::2].any()
     y = np.empty_like(z0)
     kernels.silu_fwd(z0, y)
     np.testing.assert_allclose(y, naive.silu(z0.astype(np.float64)), **TOL[dtype])
@@ -117,3 +123,20 @@ def test_adamw_update_matches_reference(dtype):
     kernels.adamw_update(p, g, m, v, lr, b1, b2, eps, wd, 1 - b1 ** step, 1 - b2 ** step)
     for got, want in zip((p, m, v), ref):
         np.testing.assert_allclose(got, want, **TOL[dtype])
+
+
+def test_float32_silu_is_accurate_over_the_whole_range_and_keeps_non_finite_values():
+    x = np.concatenate([np.linspace(-120, 120, 20001), [0.0, -0.0, 1e-30, -1e-30, 88.5, -88.5]]).astype(np.float32)
+    y, dz = np.empty_like(x), np.empty_like(x)
+    kernels.silu_fwd(x[None], y[None])
+    kernels.silu_bwd(np.ones_like(x)[None], x[None], dz[None])
+    x64 = x.astype(np.float64)
+    ref = naive.silu(x64)
+    big = np.abs(ref) > 1e-30
+    assert np.max(np.abs(y - ref)[big] / np.abs(ref[big])) < 2e-6
+    assert np.max(np.abs(y - ref)[~big]) < 1e-30
+    assert np.max(np.abs(dz - naive.silu_grad(x64))) < 2e-6
+    special = np.array([[np.nan, np.inf, -np.inf]], np.float32)
+    out = np.empty_like(special)
+    kernels.silu_fwd(special, out)
+    assert np.isnan(out[0, 0]) and out[0, 1] == np.inf and not np.isfinite(out[0, 2])   # NaN/Inf never vanish

@@ -1,4 +1,8 @@
 """Bit packing: kernels vs the plain-NumPy references, round trips, sizes and argument checks."""
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -83,3 +87,11 @@ def test_unpack_validates_byte_count():
         unpack_codes(packed.astype(np.int16), 3, 10)
     with pytest.raises(InputError):
         unpack_codes(packed, 3, -1)
+
+
+def test_numba_cuda_is_imported_only_by_the_gpu_module():
+    code = ("import sys, numpy as np, fmq_np, fmq_np.quant, fmq_np.io.quantized, fmq_np.io.importers\n"
+            "fmq_np.quant.packing.pack_codes(np.zeros(3, np.uint8), 3)\n"
+            "assert 'numba.cuda' not in sys.modules and 'fmq_np.quant.gpu' not in sys.modules\n")
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env)

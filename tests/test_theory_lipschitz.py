@@ -81,3 +81,20 @@ def test_unet_has_no_whole_network_bound():
     m = fq.nn.UNetVelocity(channels=1, size=8, width=8, mults=(1, 2), seed=0)
     with pytest.raises(FmqError, match="GroupNorm"):
         lip.lipschitz_upper(m.parameters())
+
+
+def test_jacobian_interval_encloses_sampled_jacobians():
+    params = {k: v.astype(np.float64) for k, v in fq.nn.MLPVelocity(dim=2, hidden=16, depth=3, seed=4)
+              .parameters().items()}
+    layers, f = net.mlp_layers(params), net.mlp_function(params)
+    lo, hi = np.array([[-0.3, 0.2, 0.4]]), np.array([[0.1, 0.5, 0.4]])   # x-box × {t = 0.4}
+    c, r = net.jacobian_interval(layers, lo, hi)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(lo[0, :2], hi[0, :2], (200, 2))
+    t = np.full(200, 0.4)
+    h = 1e-6
+    jac = np.stack([(f(x + h * e, t) - f(x - h * e, t)) / (2 * h) for e in np.eye(2)], axis=2)
+    assert np.all(jac >= c - r - 1e-7) and np.all(jac <= c + r + 1e-7)
+    mid = (lo + hi) / 2
+    _, r_small = net.jacobian_interval(layers, mid - 0.01, mid + 0.01)
+    assert np.all(r_small < r)                                     # a smaller box gives a narrower enclosure

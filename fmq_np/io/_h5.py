@@ -1,11 +1,11 @@
 """Shared HDF5 plumbing: atomic writes and validated reads. Every failure a file can cause is a FormatError."""
 import contextlib
 import os
-import tempfile
 
 import h5py
 import numpy as np
 
+from .._atomic import atomic_path
 from ..errors import FormatError
 
 #: datasets larger than this many elements are refused on load (guards against absurd sizes in corrupt files)
@@ -13,25 +13,11 @@ MAX_ELEMENTS = 1 << 31
 
 
 @contextlib.contextmanager
-def atomic_h5(path):
-    """Yield an ``h5py.File`` open for writing a temp file beside ``path``; on success fsync and ``os.replace``.
-
-    On any exception the temp file is removed and ``path`` is left as it was.
-    """
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".h5", dir=folder)
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
-            yield f
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
+def atomic_h5(path, **file_options):
+    """Yield an ``h5py.File`` (``file_options`` passed on, e.g. ``libver``) writing a temp file beside ``path``;
+    on success it is fsynced and moved onto ``path``; on any exception ``path`` is left as it was."""
+    with atomic_path(path) as tmp, h5py.File(tmp, "w", **file_options) as f:
+        yield f
 
 
 @contextlib.contextmanager

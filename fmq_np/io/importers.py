@@ -14,16 +14,15 @@ becomes float32 (exact), the other dtypes are kept. Anything malformed — wrong
 shapes that do not match byte counts, overlapping or out-of-file offsets, absurd sizes — raises FormatError
 naming the file (and the tensor), never a crash and never a huge allocation.
 """
-import contextlib
 import json
 import os
 import struct
-import tempfile
 import zipfile
 import zlib
 
 import numpy as np
 
+from .._atomic import atomic_path
 from ..errors import FormatError, InputError
 from ._h5 import MAX_ELEMENTS, open_h5
 
@@ -49,27 +48,6 @@ def read_arrays(path):
     if ext == ".safetensors":
         return _read_safetensors(path)
     return _read_h5(path)
-
-
-@contextlib.contextmanager
-def atomic_path(path):
-    """Yield a temp file name beside ``path`` to write; on success fsync it and ``os.replace`` it onto ``path``.
-
-    On any exception the temp file is removed and ``path`` is left as it was.
-    """
-    path = os.fspath(path)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1],
-                               dir=os.path.dirname(os.path.abspath(path)))
-    os.close(fd)
-    try:
-        yield tmp
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
 
 
 # ------------------------------------------------------------------------------------------------------ safetensors
@@ -183,6 +161,10 @@ def _read_npz(path):
     out = {}
     try:
         with zipfile.ZipFile(path) as z:
+            declared = _zip_entries_declared(path)
+            if declared is not None and declared != len(z.infolist()):
+                raise FormatError(f"{path}: zip directory lists {len(z.infolist())} members, its end record "
+                                  f"{declared}")
             for info in z.infolist():
                 if not info.filename.endswith(".npy"):
                     raise FormatError(f"{path}: member {info.filename!r} is not a .npy array")
@@ -197,9 +179,23 @@ def _read_npz(path):
                     out[name] = a
     except FormatError:
         raise
-    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, KeyError, NotImplementedError, RuntimeError) as exc:
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, KeyError, NotImplementedError,
+            RuntimeError) as exc:         # RuntimeError: a flipped "encrypted" flag
         raise FormatError(f"{path}: not a readable .npz file ({_first_line(exc)})") from None
     return out
+
+
+def _zip_entries_declared(path):
+    """Member count announced by the zip end record (None for zip64), to catch a damaged central directory that
+    zipfile would read as fewer members."""
+    with open(path, "rb") as fh:
+        fh.seek(max(0, os.path.getsize(path) - (1 << 16) - 22))
+        tail = fh.read()
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or at + 12 > len(tail):
+        return None
+    count = struct.unpack("<H", tail[at + 10:at + 12])[0]
+    return None if count == 0xFFFF else count
 
 
 def _read_npy_member(member, file_size, label):

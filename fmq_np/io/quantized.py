@@ -27,8 +27,7 @@ import numpy as np
 
 from ..errors import FmqError, FormatError, InputError
 from ..quant.packing import pack_codes, packed_nbytes, unpack_codes
-from ._h5 import MAX_ELEMENTS, open_h5, read_attr, read_dataset
-from .importers import atomic_path
+from ._h5 import MAX_ELEMENTS, atomic_h5, open_h5, read_attr, read_dataset
 
 FORMAT = "fmq_np.quantized"
 VERSION = 1
@@ -46,7 +45,7 @@ def save_quantized(path, qm):
     from .. import __version__
     from ..quant.tensor import QuantizedTensor
     meta_json = _dumps(qm.meta, "QuantizedModel.meta")
-    with atomic_path(path) as tmp, h5py.File(tmp, "w", libver=_LIBVER) as f:
+    with atomic_h5(path, libver=_LIBVER) as f:
         _set_str(f, "format", FORMAT)
         f.attrs["format_version"] = VERSION
         _set_str(f, "fmq_np_version", __version__)
@@ -74,8 +73,9 @@ def load_quantized(path):
     from ..quant.model import QuantizedModel
     with open_h5(path) as f:
         try:
-            if read_attr(f, "format", str, path) != FORMAT:
-                raise FormatError(f"{path}: not an fmq_np quantized model (format {f.attrs['format']!r})")
+            fmt = read_attr(f, "format", str, path)
+            if fmt != FORMAT:
+                raise FormatError(f"{path}: not an fmq_np quantized model (format {fmt!r})")
             version = read_attr(f, "format_version", int, path)
             if version != VERSION:
                 raise FormatError(f"{path}: format_version {version} is not supported (this fmq_np reads {VERSION})")
@@ -96,7 +96,8 @@ def load_quantized(path):
         except FmqError:
             raise
         except (OSError, ValueError, KeyError, TypeError, RuntimeError, OverflowError) as exc:
-            raise FormatError(f"{path}: corrupt quantized model ({type(exc).__name__}: {exc})") from None
+            detail = (str(exc).strip().splitlines() or [""])[0]
+            raise FormatError(f"{path}: corrupt quantized model ({type(exc).__name__}: {detail})") from None
     return QuantizedModel(tensors, meta)
 
 
@@ -115,6 +116,8 @@ def _write_quantized(g, name, t):
     if codebook.shape != (expected[0], k) or codebook.dtype != dtype:
         raise InputError(f"tensor {name!r}: codebook {codebook.dtype} {codebook.shape}, expected {dtype} "
                          f"{(expected[0], k)}")
+    if not np.isfinite(codebook).all() or (np.diff(codebook, axis=1) < 0).any():
+        raise InputError(f"tensor {name!r}: codebook rows must be finite and ascending")
     for attr, value in (("name", name), ("kind", "quantized"), ("shape", json.dumps(list(shape))),
                         ("dtype", dtype.name), ("method", str(t.method)), ("granularity", t.granularity),
                         ("codes_shape", json.dumps(list(expected))), ("meta", _dumps(t.meta, f"{name}.meta"))):
@@ -144,10 +147,6 @@ def _dataset(parent, name, data):
 def _set_str(obj, name, value):
     """A fixed-length UTF-8 string attribute (stored in the checksummed object header, unlike variable-length)."""
     obj.attrs.create(name, np.bytes_(value.encode("utf-8")))
-
-
-def _get_str(obj, name, path):
-    return read_attr(obj, name, str, path)
 
 
 def _dumps(obj, what):
@@ -228,8 +227,8 @@ def _group_shape(shape, granularity, group_size):
 
 # ------------------------------------------------------------------------------------------------------- reading
 def _read_entry(obj, path):
-    name = _get_str(obj, "name", path)
-    kind = _get_str(obj, "kind", path)
+    name = read_attr(obj, "name", str, path)
+    kind = read_attr(obj, "kind", str, path)
     label = f"{path}: tensor {name!r}"
     shape = _read_shape(obj, "shape", label, path)
     size = 1
@@ -247,12 +246,12 @@ def _read_entry(obj, path):
 
 def _read_quantized(g, name, shape, label, path):
     from ..quant.tensor import QuantizedTensor
-    dtype = _get_str(g, "dtype", path)
+    dtype = read_attr(g, "dtype", str, path)
     bits = read_attr(g, "bits", int, path)
-    method = _get_str(g, "method", path)
-    granularity = _get_str(g, "granularity", path)
+    method = read_attr(g, "method", str, path)
+    granularity = read_attr(g, "granularity", str, path)
     group_size = read_attr(g, "group_size", int, path)
-    meta = _loads(_get_str(g, "meta", path), path, f"{name}.meta")
+    meta = _loads(read_attr(g, "meta", str, path), path, f"{name}.meta")
     if dtype not in _FLOAT_DTYPES:
         raise FormatError(f"{label}: dtype {dtype!r} is not float16/32/64")
     if not 1 <= bits <= 8:
@@ -268,7 +267,7 @@ def _read_quantized(g, name, shape, label, path):
     k = 2 ** bits
     packed = _read(g, "codes", path, dtype=np.uint8, shape=(packed_nbytes(n_groups * group_len, bits),))
     codes = unpack_codes(packed, bits, n_groups * group_len).reshape(expected)
-    kind = _get_str(g, "codebook_kind", path)
+    kind = read_attr(g, "codebook_kind", str, path)
     if kind == "table":
         codebook = _read(g, "codebook", path, dtype=dtype, shape=(n_groups, k))
     elif kind == "affine":
@@ -300,7 +299,7 @@ def _read(g, name, path, dtype, shape):
 
 
 def _read_shape(obj, attr, label, path):
-    text = _get_str(obj, attr, path)
+    text = read_attr(obj, attr, str, path)
     try:
         shape = json.loads(text)
     except ValueError:

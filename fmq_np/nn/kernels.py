@@ -90,12 +90,20 @@ def _cast_like_overload(value, like):
     return impl
 
 
+@jit(fastmath=_FASTMATH)
+def _valid_range(j, stride, pad, size_in, size_out):
+    """Output positions o in [lo, hi) whose input position o*stride - pad + j lies in [0, size_in)."""
+    lo = max(0, (pad - j + stride - 1) // stride)
+    hi = min(size_out, (size_in - 1 + pad - j) // stride + 1)
+    return lo, max(lo, hi)
+
+
 @jit(parallel=True, fastmath=_FASTMATH)
 def im2col(x, k, stride, pad, up, ho, wo, cols):
     """Unfold ``x`` (C, N, H, W) into ``cols`` (C*k*k, N*ho*wo) for a k×k convolution.
 
-    The convolution sees the input nearest-upsampled by the integer factor ``up`` (1: none), zero-padded by ``pad``
-    and sampled with ``stride``: row ``(c*k + i)*k + j``, column ``(n*ho + oy)*wo + ox`` holds
+    The convolution sees the input nearest-upsampled by ``up`` (1 or 2), zero-padded by ``pad`` and sampled with
+    ``stride``: row ``(c*k + i)*k + j``, column ``(n*ho + oy)*wo + ox`` holds
     ``xu[c, n, oy*stride - pad + i, ox*stride - pad + j]`` (0 outside), with ``xu[.., y, x] = x[.., y//up, x//up]``.
     """
     c_in, n_b, h, w = x.shape
@@ -105,22 +113,31 @@ def im2col(x, k, stride, pad, up, ho, wo, cols):
         c = r // (k * k)
         i = (r // k) % k
         j = r % k
+        oy0, oy1 = _valid_range(i, stride, pad, hu, ho)
+        ox0, ox1 = _valid_range(j, stride, pad, wu, wo)
+        off = j - pad
         for n in range(n_b):
             base = n * ho * wo
             for oy in range(ho):
-                iy = oy * stride - pad + i
                 row = base + oy * wo
-                if iy < 0 or iy >= hu:
+                if oy < oy0 or oy >= oy1:
                     for ox in range(wo):
                         cols[r, row + ox] = 0.0
                     continue
-                sy = iy // up
-                for ox in range(wo):
-                    ix = ox * stride - pad + j
-                    if ix < 0 or ix >= wu:
-                        cols[r, row + ox] = 0.0
-                    else:
-                        cols[r, row + ox] = x[c, n, sy, ix // up]
+                sy = (oy * stride - pad + i) // up
+                for ox in range(ox0):
+                    cols[r, row + ox] = 0.0
+                for ox in range(ox1, wo):
+                    cols[r, row + ox] = 0.0
+                if up == 2:
+                    for ox in range(ox0, ox1):
+                        cols[r, row + ox] = x[c, n, sy, (ox * stride + off) >> 1]
+                elif stride == 1:
+                    for ox in range(ox0, ox1):
+                        cols[r, row + ox] = x[c, n, sy, ox + off]
+                else:
+                    for ox in range(ox0, ox1):
+                        cols[r, row + ox] = x[c, n, sy, ox * stride + off]
 
 
 @jit(parallel=True, fastmath=_FASTMATH)
@@ -132,20 +149,25 @@ def col2im(cols, k, stride, pad, up, ho, wo, dx):
     for c in prange(c_in):
         dx[c] = 0.0
         for i in range(k):
+            oy0, oy1 = _valid_range(i, stride, pad, hu, ho)
             for j in range(k):
+                ox0, ox1 = _valid_range(j, stride, pad, wu, wo)
+                off = j - pad
                 r = (c * k + i) * k + j
                 for n in range(n_b):
                     base = n * ho * wo
-                    for oy in range(ho):
-                        iy = oy * stride - pad + i
-                        if iy < 0 or iy >= hu:
-                            continue
-                        sy = iy // up
+                    for oy in range(oy0, oy1):
+                        sy = (oy * stride - pad + i) // up
                         row = base + oy * wo
-                        for ox in range(wo):
-                            ix = ox * stride - pad + j
-                            if ix >= 0 and ix < wu:
-                                dx[c, n, sy, ix // up] += cols[r, row + ox]
+                        if up == 2:
+                            for ox in range(ox0, ox1):
+                                dx[c, n, sy, (ox * stride + off) >> 1] += cols[r, row + ox]
+                        elif stride == 1:
+                            for ox in range(ox0, ox1):
+                                dx[c, n, sy, ox + off] += cols[r, row + ox]
+                        else:
+                            for ox in range(ox0, ox1):
+                                dx[c, n, sy, ox * stride + off] += cols[r, row + ox]
 
 
 @jit(parallel=True, fastmath=_FASTMATH)
@@ -274,21 +296,22 @@ def bias_act_fwd(z, bias, act, y):
 
 
 @jit(parallel=True, fastmath=_FASTMATH)
-def bias_act_fwd_rows(z, bias, act, y):
-    """As :func:`bias_act_fwd` with the bias broadcast along axis 0: ``z[i, :] += bias[i]`` (z: (Cout, N*H*W))."""
-    rows, cols = z.shape
+def bias_act_rows(src, bias, act, z, y):
+    """z = src + bias[:, None] (bias along axis 0, e.g. (Cout, N*H*W)); y = SiLU(z) if ``act`` else z.
+
+    ``z`` may be ``src`` (in place) and ``y`` may be ``z`` when ``act`` is False; all 2-D of one shape.
+    """
+    rows, cols = src.shape
     for i in prange(rows):
         b = bias[i]
         if act:
             for j in range(cols):
-                v = z[i, j] + b
+                v = src[i, j] + b
                 z[i, j] = v
                 y[i, j] = v * sigmoid(v)
         else:
             for j in range(cols):
-                v = z[i, j] + b
-                z[i, j] = v
-                y[i, j] = v
+                z[i, j] = src[i, j] + b
 
 
 @jit(parallel=True, fastmath=_FASTMATH)

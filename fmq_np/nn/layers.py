@@ -200,10 +200,14 @@ class SiLU(Module):
 
 _SCRATCH = {}
 
+#: Convolutions unfold (im2col) this many input values at a time (a block of samples), so that the unfolded
+#: matrix stays in cache; backward unfolds again instead of keeping the (9x larger than the input) matrix.
+CHUNK_FLOATS = 1 << 21
 
-def _scratch(shape, dtype):
-    """A shared transient buffer (contents undefined) for data that lives only inside one backward call."""
-    key = (tuple(shape), np.dtype(dtype))
+
+def _scratch(tag, shape, dtype):
+    """A shared transient buffer (contents undefined) for data that lives only inside one layer call."""
+    key = (tag, tuple(shape), np.dtype(dtype))
     buf = _SCRATCH.get(key)
     if buf is None:
         if len(_SCRATCH) > 32:
@@ -242,6 +246,11 @@ class Conv2d(Module):
     def _pointwise(self):
         return self.k == 1 and self.stride == 1 and self.up == 1 and self.padding == 0
 
+    def _chunks(self, n, c_in, hw_out):
+        """Sample ranges (n0, n1) processed at a time: the unfolded block stays ~CHUNK_FLOATS (cache-resident)."""
+        per = max(1, CHUNK_FLOATS // (c_in * self.k * self.k * hw_out))
+        return [(n0, min(n, n0 + per)) for n0 in range(0, n, per)]
+
     def forward(self, x, train=True):
         w, b = self._params["weight"], self._params["bias"]
         c_out, c_in = w.shape[:2]
@@ -249,41 +258,55 @@ class Conv2d(Module):
             raise InputError(f"Conv2d input must be (C={c_in}, N, H, W), got shape {x.shape}")
         _, n, h, wd = x.shape
         ho, wo = self.out_size(h, wd)
-        if self._pointwise():
-            cols = x.reshape(c_in, -1)
-        else:
-            cols = self._buffer("cols", (c_in * self.k * self.k, n * ho * wo), train)
-            kernels.im2col(x, self.k, self.stride, self.padding, self.up, ho, wo, cols)
+        w2 = w.reshape(c_out, -1)
         z = self._buffer("z", (c_out, n * ho * wo), train)
-        np.dot(w.reshape(c_out, -1), cols, out=z)
         y = self._buffer("y", z.shape, train) if self.act else z
-        kernels.bias_act_fwd_rows(z, b, self.act is not None, y)
+        if self._pointwise():
+            np.dot(w2, x.reshape(c_in, -1), out=z)
+            kernels.bias_act_rows(z, b, self.act is not None, z, y)
+        else:
+            for n0, n1 in self._chunks(n, c_in, ho * wo):
+                a, e = n0 * ho * wo, n1 * ho * wo
+                cols = _scratch("cols", (w2.shape[1], e - a), x.dtype)
+                kernels.im2col(x[:, n0:n1], self.k, self.stride, self.padding, self.up, ho, wo, cols)
+                out = _scratch("out", (c_out, e - a), x.dtype)
+                np.dot(w2, cols, out=out)
+                kernels.bias_act_rows(out, b, self.act is not None, z[:, a:e], y[:, a:e])
         if train:
-            self._cache = (x.shape, cols, z)
+            self._cache = (x, z)
         return y.reshape(c_out, n, ho, wo)
 
     def backward(self, dy, need_dx=True):
-        x_shape, cols, z = self._cache
+        x, z = self._cache
         w = self._params["weight"]
         c_out = w.shape[0]
+        w2 = w.reshape(c_out, -1)
         dy2 = dy.reshape(c_out, -1)
         if self.act:
             dz = self._buffer("dz", z.shape, True)
             kernels.silu_bwd(dy2, z, dz)
         else:
             dz = dy2
-        np.dot(dz, cols.T, out=self._grads["weight"].reshape(c_out, -1))
         np.sum(dz, axis=1, out=self._grads["bias"])
-        if not need_dx:
-            return None
-        dx = self._buffer("dx", x_shape, True)
+        gw = self._grads["weight"].reshape(c_out, -1)
+        dx = self._buffer("dx", x.shape, True) if need_dx else None
         if self._pointwise():
-            np.dot(w.reshape(c_out, -1).T, dz, out=dx.reshape(x_shape[0], -1))
-        else:
-            dcols = _scratch(cols.shape, cols.dtype)
-            np.dot(w.reshape(c_out, -1).T, dz, out=dcols)
-            ho, wo = dy.shape[2], dy.shape[3]
-            kernels.col2im(dcols, self.k, self.stride, self.padding, self.up, ho, wo, dx)
+            np.dot(dz, x.reshape(x.shape[0], -1).T, out=gw)
+            if need_dx:
+                np.dot(w2.T, dz, out=dx.reshape(x.shape[0], -1))
+            return dx
+        ho, wo = dy.shape[2], dy.shape[3]
+        gw_part = _scratch("gw", gw.shape, gw.dtype)
+        for idx, (n0, n1) in enumerate(self._chunks(x.shape[1], x.shape[0], ho * wo)):
+            a, e = n0 * ho * wo, n1 * ho * wo
+            cols = _scratch("cols", (w2.shape[1], e - a), x.dtype)
+            kernels.im2col(x[:, n0:n1], self.k, self.stride, self.padding, self.up, ho, wo, cols)
+            np.dot(dz[:, a:e], cols.T, out=gw if idx == 0 else gw_part)
+            if idx:
+                gw += gw_part
+            if need_dx:
+                np.dot(w2.T, dz[:, a:e], out=cols)
+                kernels.col2im(cols, self.k, self.stride, self.padding, self.up, ho, wo, dx[:, n0:n1])
         return dx
 
 

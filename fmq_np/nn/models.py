@@ -193,7 +193,7 @@ class UNetVelocity(Module):
         """Overwrite the gradients with d(sum(dv*v))/dparam for the last :meth:`forward`; returns dx like x."""
         if self._skip_channels is None:
             raise InputError("backward called before forward")
-        n = self.conv_in._cache[0][1]
+        n = self.conv_in._cache[0].shape[1]
         d = _check_array("dv", dv, (n, self.channels, self.size, self.size), self.dtype)
         d = self.conv_out.backward(np.ascontiguousarray(d.transpose(1, 0, 2, 3)))
         d = self.norm_out.backward(d)

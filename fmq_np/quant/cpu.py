@@ -3,7 +3,8 @@
 Every public kernel takes and returns host NumPy arrays. ``w`` is always the grouped view of a tensor: a C-contiguous
 float32 or float64 array of shape ``(G, n)`` (G groups of n values; see :mod:`fmq_np.quant.tensor`). ``k`` is the
 number of levels (``2**bits``, 2…256). ``codes`` are uint8 ``(G, n)``; codebooks ``(G, k)``. Arithmetic is exact IEEE
-(no fastmath). Values are assumed finite (callers check).
+(no fastmath). Values are assumed finite (callers check). Calls on fewer than 65536 values run on one thread.
+:func:`thresholds` (host NumPy) is shared by both devices.
 
 Public kernels (signature → result; semantics incl. tie rules):
 
@@ -16,10 +17,11 @@ Public kernels (signature → result; semantics incl. tie rules):
 ``dequantize(codes, codebook) -> w_hat``
     ``w_hat[g, i] = codebook[g, codes[g, i]]``, dtype of ``codebook``.
 ``ot_equal_mass(w, k) -> (codes, codebook)``
-    The paper's equal-mass OT map, per row: k' = min(k, n); stable sort (ties, −0.0 and +0.0 included: the earlier
-    flat position gets the lower rank; LSD radix sort on the float bits); the sorted row is cut like ``numpy.array_split(sorted, k')`` (the first ``n mod k'`` chunks hold
-    one extra value); chunk j's level is its mean computed exactly as ``numpy.mean`` does in the row's dtype
-    (pairwise summation, blocks of 128, 8 accumulators); every value of chunk j is coded to chunk j's level.
+    The paper's equal-mass OT map, per row: k' = min(k, n); stable sort (tied values, −0.0 and +0.0 included: the
+    earlier flat position gets the lower rank; an LSD radix sort on the float bits); the sorted row is cut like
+    ``numpy.array_split(sorted, k')`` (the first ``n mod k'`` chunks hold one extra value); chunk j's level is its
+    mean computed exactly as ``numpy.mean`` does in the row's dtype (pairwise summation, blocks of 128, 8
+    accumulators); every value of chunk j is coded to chunk j's level.
     The codebook row holds the k' means sorted ascending (stable), padded with the last (largest) one.
 ``uniform(w, k) -> (codes, codebook)``
     Asymmetric min–max, all in the row's dtype: ``d = (max - min) / (k - 1)``;
@@ -54,7 +56,7 @@ from numba import prange
 
 from fmq_np._numba import get_threads, jit, set_threads
 
-_BLOCK = 4096          # elements per parallel tile (fits L1/L2 with its int32 counters)
+_BLOCK = 4096             # values per parallel tile
 _PARALLEL_MIN = 1 << 16   # calls on fewer values run on one thread (a parallel launch costs more than it saves)
 
 
@@ -95,11 +97,15 @@ def _assign_count(w, t, codes):
         lo = (tile % tiles) * _BLOCK
         t0, t1, t2, t3, t4, t5, t6, t7 = t[g, 0], t[g, 1], t[g, 2], t[g, 3], t[g, 4], t[g, 5], t[g, 6], t[g, 7]
         t8, t9, t10, t11, t12, t13, t14 = t[g, 8], t[g, 9], t[g, 10], t[g, 11], t[g, 12], t[g, 13], t[g, 14]
+        one, zero = np.float32(1.0), np.float32(0.0)      # counting in float32 vectorizes 8-wide
         for i in range(lo, min(lo + _BLOCK, n)):
             x = w[g, i]
-            codes[g, i] = np.uint8((x > t0) + (x > t1) + (x > t2) + (x > t3) + (x > t4) + (x > t5) + (x > t6)
-                                   + (x > t7) + (x > t8) + (x > t9) + (x > t10) + (x > t11) + (x > t12)
-                                   + (x > t13) + (x > t14))
+            c = ((one if x > t0 else zero) + (one if x > t1 else zero) + (one if x > t2 else zero)
+                 + (one if x > t3 else zero) + (one if x > t4 else zero) + (one if x > t5 else zero)
+                 + (one if x > t6 else zero) + (one if x > t7 else zero) + (one if x > t8 else zero)
+                 + (one if x > t9 else zero) + (one if x > t10 else zero) + (one if x > t11 else zero)
+                 + (one if x > t12 else zero) + (one if x > t13 else zero) + (one if x > t14 else zero))
+            codes[g, i] = np.uint8(c)
 
 
 @jit(parallel=True)
@@ -143,8 +149,10 @@ def _dequantize(codes, codebook, out):
     for tile in prange(G * tiles):
         g = tile // tiles
         lo = (tile % tiles) * _BLOCK
-        for i in range(lo, min(lo + _BLOCK, n)):
-            out[g, i] = codebook[g, codes[g, i]]
+        hi = min(lo + _BLOCK, n)
+        c, o, table = codes[g, lo:hi], out[g, lo:hi], codebook[g]
+        for i in range(hi - lo):
+            o[i] = table[c[i]]
 
 
 def dequantize(codes, codebook):
@@ -157,42 +165,74 @@ def dequantize(codes, codebook):
 
 # ---------------------------------------------------------------------------------------------------- helpers
 @jit
-def _pairwise_sum(a, lo, n):
-    """``numpy.add.reduce(a[lo:lo+n])`` bit for bit (numpy's pairwise summation, accumulators in a's dtype)."""
+def _pairwise_leaf(a, lo, n):
+    """numpy's pairwise-sum leaf (n ≤ 128): 8 accumulators in a's dtype, then the remainder in order."""
     if n < 8:
         r = -(a[lo] - a[lo])      # -0.0 in a's dtype, as numpy starts
         for i in range(n):
             r += a[lo + i]
         return r
+    r0 = a[lo]
+    r1 = a[lo + 1]
+    r2 = a[lo + 2]
+    r3 = a[lo + 3]
+    r4 = a[lo + 4]
+    r5 = a[lo + 5]
+    r6 = a[lo + 6]
+    r7 = a[lo + 7]
+    m = n - n % 8
+    i = 8
+    while i < m:
+        r0 += a[lo + i]
+        r1 += a[lo + i + 1]
+        r2 += a[lo + i + 2]
+        r3 += a[lo + i + 3]
+        r4 += a[lo + i + 4]
+        r5 += a[lo + i + 5]
+        r6 += a[lo + i + 6]
+        r7 += a[lo + i + 7]
+        i += 8
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < n:
+        res += a[lo + i]
+        i += 1
+    return res
+
+
+@jit
+def _pairwise_sum(a, lo, n):
+    """``numpy.add.reduce(a[lo:lo+n])`` bit for bit: numpy's pairwise summation (blocks ≤ 128 split at a multiple
+    of 8 below n/2, left + right), evaluated with an explicit stack (no recursion: cached recursive kernels break)."""
     if n <= 128:
-        r0 = a[lo]
-        r1 = a[lo + 1]
-        r2 = a[lo + 2]
-        r3 = a[lo + 3]
-        r4 = a[lo + 4]
-        r5 = a[lo + 5]
-        r6 = a[lo + 6]
-        r7 = a[lo + 7]
-        m = n - n % 8
-        i = 8
-        while i < m:
-            r0 += a[lo + i]
-            r1 += a[lo + i + 1]
-            r2 += a[lo + i + 2]
-            r3 += a[lo + i + 3]
-            r4 += a[lo + i + 4]
-            r5 += a[lo + i + 5]
-            r6 += a[lo + i + 6]
-            r7 += a[lo + i + 7]
-            i += 8
-        res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
-        while i < n:
-            res += a[lo + i]
-            i += 1
-        return res
-    n2 = n // 2
-    n2 -= n2 % 8
-    return _pairwise_sum(a, lo, n2) + _pairwise_sum(a, lo + n2, n - n2)
+        return _pairwise_leaf(a, lo, n)
+    f_lo = np.empty(64, np.int64)
+    f_n = np.empty(64, np.int64)
+    f_phase = np.zeros(64, np.int64)
+    vals = np.empty(64, a.dtype)
+    top, nv = 0, 0
+    f_lo[0], f_n[0] = lo, n
+    while top >= 0:
+        fl, fn = f_lo[top], f_n[top]
+        if fn <= 128:
+            vals[nv] = _pairwise_leaf(a, fl, fn)
+            nv += 1
+            top -= 1
+            continue
+        half = fn // 2
+        half -= half % 8
+        if f_phase[top] == 2:                      # both halves done: left + right
+            nv -= 1
+            vals[nv - 1] = vals[nv - 1] + vals[nv]
+            top -= 1
+            continue
+        f_phase[top] += 1
+        top += 1
+        f_phase[top] = 0
+        if f_phase[top - 1] == 1:
+            f_lo[top], f_n[top] = fl, half
+        else:
+            f_lo[top], f_n[top] = fl + half, fn - half
+    return vals[0]
 
 
 @jit
@@ -251,23 +291,31 @@ def _radix_order(bits, nbytes, top, full):
         keys[i] = key
         for b in range(nbytes):
             hist[b, np.int64((key >> np.uint64(8 * b)) & np.uint64(255))] += 1
+    passes = np.empty(nbytes, np.int64)            # the bytes that are not constant over the row
+    n_pass = 0
+    for b in range(nbytes):
+        if hist[b, np.int64((keys[0] >> np.uint64(8 * b)) & np.uint64(255))] != n:
+            passes[n_pass] = b
+            n_pass += 1
     order = np.arange(n)
     tmp_order = np.empty(n, np.int64)
     tmp_keys = np.empty(n, np.uint64)
     off = np.empty(256, np.int64)
-    for b in range(nbytes):
+    for q in range(n_pass):
+        b = passes[q]
         shift = np.uint64(8 * b)
-        if hist[b, np.int64((keys[0] >> shift) & np.uint64(255))] == n:
-            continue
+        last = q == n_pass - 1
         acc = 0
         for d in range(256):
             off[d] = acc
             acc += hist[b, d]
         for i in range(n):
-            d = np.int64((keys[i] >> shift) & np.uint64(255))
+            key = keys[i]
+            d = np.int64((key >> shift) & np.uint64(255))
             p = off[d]
             off[d] = p + 1
-            tmp_keys[p] = keys[i]
+            if not last:                           # the last pass only needs the order
+                tmp_keys[p] = key
             tmp_order[p] = order[i]
         keys, tmp_keys = tmp_keys, keys
         order, tmp_order = tmp_order, order
@@ -495,13 +543,17 @@ def _cost(i, j, S1, S2, W, unit):
 
 
 @jit
-def _dc_task(task, Dp, Dc, arg, S1, S2, W, unit):
-    """One divide-and-conquer step: Dc[mid] = min over i in [ol, min(oh, mid-1)] of Dp[i] + cost(i, mid)."""
+def _dc_task(task, Dp, Dc, arg, prev, S1, S2, W, unit):
+    """One divide-and-conquer step: Dc[mid] = min over i in [max(ol, prev[mid]), min(oh, mid-1)] of
+    Dp[i] + cost(i, mid). ``prev`` is the previous layer's argmin row: with one run more, the last run starts no
+    earlier (the Monge property Ckmeans.1d.dp also uses)."""
     jl, jh, ol, oh = task[0], task[1], task[2], task[3]
     mid = (jl + jh) >> 1
     best = np.inf
-    bi = ol
-    for i in range(ol, min(oh, mid - 1) + 1):
+    hi = min(oh, mid - 1)
+    lo = min(max(ol, np.int64(prev[mid])), hi)
+    bi = lo
+    for i in range(lo, hi + 1):
         v = Dp[i] + _cost(i, mid, S1, S2, W, unit)
         if v < best:
             best = v
@@ -528,7 +580,7 @@ def _children(tasks, best, nt):
 
 
 @jit
-def _layer_serial(Dp, Dc, arg, S1, S2, W, unit, jlo, jhi, olo, ohi):
+def _layer_serial(Dp, Dc, arg, prev, S1, S2, W, unit, jlo, jhi, olo, ohi):
     """Fill Dc[jlo..jhi] (optimal start of the last run within [olo, ohi]) by divide and conquer, breadth first."""
     tasks = np.empty((1, 4), np.int64)
     tasks[0, 0], tasks[0, 1], tasks[0, 2], tasks[0, 3] = jlo, jhi, olo, ohi
@@ -536,12 +588,12 @@ def _layer_serial(Dp, Dc, arg, S1, S2, W, unit, jlo, jhi, olo, ohi):
     while nt > 0:
         best = np.empty(nt, np.int64)
         for t in range(nt):
-            best[t] = _dc_task(tasks[t], Dp, Dc, arg, S1, S2, W, unit)
+            best[t] = _dc_task(tasks[t], Dp, Dc, arg, prev, S1, S2, W, unit)
         tasks, nt = _children(tasks, best, nt)
 
 
 @jit(parallel=True)
-def _layer_parallel(Dp, Dc, arg, S1, S2, W, unit, jlo, jhi, olo):
+def _layer_parallel(Dp, Dc, arg, prev, S1, S2, W, unit, jlo, jhi, olo):
     """As :func:`_layer_serial`; the top levels run serially, then one parallel launch over ≥ 16 subtrees."""
     tasks = np.empty((1, 4), np.int64)
     tasks[0, 0], tasks[0, 1], tasks[0, 2], tasks[0, 3] = jlo, jhi, olo, jhi - 1
@@ -549,16 +601,16 @@ def _layer_parallel(Dp, Dc, arg, S1, S2, W, unit, jlo, jhi, olo):
     while 0 < nt < 16:
         best = np.empty(nt, np.int64)
         for t in range(nt):
-            best[t] = _dc_task(tasks[t], Dp, Dc, arg, S1, S2, W, unit)
+            best[t] = _dc_task(tasks[t], Dp, Dc, arg, prev, S1, S2, W, unit)
         tasks, nt = _children(tasks, best, nt)
     for t in prange(nt):
-        _layer_serial(Dp, Dc, arg, S1, S2, W, unit, tasks[t, 0], tasks[t, 1], tasks[t, 2], tasks[t, 3])
+        _layer_serial(Dp, Dc, arg, prev, S1, S2, W, unit, tasks[t, 0], tasks[t, 1], tasks[t, 2], tasks[t, 3])
 
 
 @jit
 def _dp_prepare(row, wrow, unit):
     """Sorted, centred float64 points and their prefix sums (S1, S2 and, when weighted, W)."""
-    order = np.argsort(row)
+    order = _radix_order(row.view(np.uint64), 8, np.uint64(1) << np.uint64(63), ~np.uint64(0))
     s = row[order]
     wt = s if unit else wrow[order]
     n = s.shape[0]
@@ -612,7 +664,7 @@ def _dp_serial(row, wrow, unit, k, out):
     _dp_first_layer(Dp, S1, S2, W, unit, n)
     for m in range(1, kk):
         jlo = n if m == kk - 1 else m + 1
-        _layer_serial(Dp, Dc, arg[m], S1, S2, W, unit, jlo, n - (kk - 1 - m), m, n - (kk - 1 - m) - 1)
+        _layer_serial(Dp, Dc, arg[m], arg[m - 1], S1, S2, W, unit, jlo, n - (kk - 1 - m), m, n - (kk - 1 - m) - 1)
         Dp, Dc = Dc, Dp
     _dp_levels(s, centre, S1, S2, W, unit, arg, kk, k, out)
 
@@ -634,7 +686,7 @@ def _dp_one(row, wrow, unit, k, out):
     _dp_first_layer(Dp, S1, S2, W, unit, n)
     for m in range(1, kk):
         jlo = n if m == kk - 1 else m + 1
-        _layer_parallel(Dp, Dc, arg[m], S1, S2, W, unit, jlo, n - (kk - 1 - m), m)
+        _layer_parallel(Dp, Dc, arg[m], arg[m - 1], S1, S2, W, unit, jlo, n - (kk - 1 - m), m)
         Dp, Dc = Dc, Dp
     _dp_levels(s, centre, S1, S2, W, unit, arg, kk, k, out)
 

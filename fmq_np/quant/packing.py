@@ -6,7 +6,7 @@ Layout (the on-disk contract): the codes form one little-endian bit stream. Bit 
 byte are zero. ``n`` codes take ``ceil(n * bits / 8)`` bytes (:func:`packed_nbytes`).
 
 Eight codes always fill exactly ``bits`` whole bytes, so the kernels work on blocks of 8 codes, in parallel; the
-last partial block goes through the same bit-stream code path. bits 8 is a copy; 4 and 2 have their own loops.
+last partial block goes through a serial bit-stream loop. bits 8 is a copy; 4 and 2 have their own loops.
 """
 import numpy as np
 from numba import prange
@@ -27,7 +27,26 @@ def _check_bits(bits):
 
 
 def pack_codes(codes, bits):
-    """Pack uint8 codes ``(n,)`` (any shape is flattened, C order), each ``< 2**bits``, into uint8 ``(packed_nbytes(n, bits),)``."""
+    """Pack uint8 codes ``(n,)`` (any shape is flattened, C order), each ``< 2**bits``, into uint8
+    ``(packed_nbytes(n, bits),)``."""
+    flat, bits = checked_codes(codes, bits)
+    out = np.empty(packed_nbytes(flat.size, bits), np.uint8)
+    _pack_kernel(flat, bits, out)
+    return out
+
+
+def unpack_codes(packed, bits, n):
+    """Unpack ``n`` codes of ``bits`` bits from uint8 ``packed`` of exactly ``packed_nbytes(n, bits)`` bytes
+    → uint8 ``(n,)``."""
+    packed, bits, n = checked_packed(packed, bits, n)
+    out = np.empty(n, np.uint8)
+    _unpack_kernel(packed, bits, out)
+    return out
+
+
+def checked_codes(codes, bits):
+    """Validated ``(flat C-contiguous uint8 codes, bits)`` for packing; InputError otherwise (shared with the GPU
+    twin)."""
     bits = _check_bits(bits)
     codes = np.asarray(codes)
     if codes.dtype != np.uint8:
@@ -35,13 +54,12 @@ def pack_codes(codes, bits):
     flat = np.ascontiguousarray(codes).reshape(-1)
     if flat.size and int(flat.max()) >= 1 << bits:
         raise InputError(f"codes must be < 2**{bits} = {1 << bits}, got {int(flat.max())}")
-    out = np.empty(packed_nbytes(flat.size, bits), np.uint8)
-    _pack_kernel(flat, bits, out)
-    return out
+    return flat, bits
 
 
-def unpack_codes(packed, bits, n):
-    """Unpack ``n`` codes of ``bits`` bits from uint8 ``packed`` of exactly ``packed_nbytes(n, bits)`` bytes → uint8 ``(n,)``."""
+def checked_packed(packed, bits, n):
+    """Validated ``(contiguous packed bytes, bits, n)`` for unpacking: the byte count must be exactly
+    ``packed_nbytes(n, bits)``; InputError otherwise (shared with the GPU twin)."""
     bits = _check_bits(bits)
     packed = np.asarray(packed)
     if packed.dtype != np.uint8 or packed.ndim != 1:
@@ -51,9 +69,7 @@ def unpack_codes(packed, bits, n):
     expected = packed_nbytes(n, bits)
     if packed.size != expected:
         raise InputError(f"{n} codes of {bits} bits take {expected} bytes, got {packed.size}")
-    out = np.empty(int(n), np.uint8)
-    _unpack_kernel(np.ascontiguousarray(packed), bits, out)
-    return out
+    return np.ascontiguousarray(packed), bits, int(n)
 
 
 @jit

@@ -10,6 +10,10 @@ Layout (the contract between schemes, kernels, packing and storage):
 * ``codebook``: shape ``(n_groups, n_levels)`` in the tensor's float dtype; ``w_hat[g, i] = codebook[g, codes[g, i]]``.
   Rows are sorted ascending; a group that uses fewer levels repeats its last level (``levels_used`` counts distinct).
 * ``n_levels = 2**bits``.
+* ``meta`` (set by :func:`fmq_np.quant.quantize`): ``{"affine": True}`` for ``"uniform"`` (row g is exactly
+  ``c * scale_g + min_g`` computed in the dtype; ``bits_per_weight`` counts 2 numbers per group, the codebook row
+  stays the exact table); ``{"skipped": reason}`` when ``paper_compat`` met the published skip rule (the tensor is
+  then stored losslessly: its n < 2**bits values are the levels).
 """
 from dataclasses import dataclass, field
 

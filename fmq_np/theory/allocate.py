@@ -7,9 +7,10 @@ amplified by at most G_l = Π_{j>l} 1.0998·‖W_j‖₂ (j = l+1 … D; the las
 s_weight = G_l·max‖h_l‖ over the box (interval bounds) and s_bias = G_l. For plain arrays all s_l = 1 (minimise
 the total Frobenius error) unless ``sensitivity`` is given.
 
-Solver: marginal-return greedy from the smallest width — repeatedly raise the tensor with the largest decrease of
-the objective per added bit while the budget allows. It is exact on the lower convex hull of each error curve
-(the Lagrangian solution); error curves of the quantizers are close to convex (≈ 2^(−b)), so little is lost.
+Solver: exact dynamic programming over the multiple-choice knapsack (tensors × bit widths, cost = extra bits over
+the smallest width). Costs are counted in units of ⌈extra budget / 200 000⌉ bits, rounded *up* per tensor, so the
+budget is never exceeded; with small models the unit is 1 bit and the solution is exactly optimal. (A marginal-
+return greedy, or the Lagrangian relaxation, strands budget when one large tensor's next step does not fit.)
 """
 from dataclasses import dataclass
 
@@ -18,6 +19,31 @@ import numpy as np
 from ..errors import InputError
 from .lipschitz import spectral_norm
 from .network import SILU_DERIV_MAX, is_mlp, make_boxes, mlp_layers, mlp_ranges
+
+
+def _knapsack(names, sizes, choices, budget, sens, errors):
+    """Bits per tensor minimising Σ sens·error under Σ size·bits ≤ budget·Σ size (exact DP, see module doc)."""
+    b0 = choices[0]
+    extra_budget = int(np.floor(budget * sum(sizes.values()) - b0 * sum(sizes.values()) + 1e-9))
+    unit = max(1, -(-extra_budget // 200_000))
+    cap = extra_budget // unit
+    best = np.zeros(cap + 1)                              # best objective with extra cost ≤ c (units)
+    picks = []
+    for k in names:
+        costs = [-(-(sizes[k] * (b - b0)) // unit) for b in choices]
+        vals = [sens[k] * errors[k][b] for b in choices]
+        cand = np.full((len(choices), cap + 1), np.inf)
+        for j, (c, v) in enumerate(zip(costs, vals)):
+            if c <= cap:
+                cand[j, c:] = best[:cap + 1 - c] + v
+        picks.append(np.argmin(cand, axis=0))
+        best = cand.min(axis=0)
+    bits, c = {}, cap
+    for k, pick in zip(reversed(names), reversed(picks)):
+        j = int(pick[c])
+        bits[k] = choices[j]
+        c -= -(-(sizes[k] * (choices[j] - b0)) // unit)
+    return {k: bits[k] for k in names}
 
 
 @dataclass
@@ -55,12 +81,14 @@ def mlp_sensitivity(params, lo, hi, t_range=(0.0, 1.0)):
 
 
 def allocate_bits(model_or_arrays, budget_bits_per_weight, method="ot", granularity="channel", choices=range(2, 9),
-                  sensitivity=None, quantizer=None, box=None):
+                  sensitivity=None, quantizer=None, box=None, errors=None):
     """Per-tensor bit widths minimising Σ s_l‖W_l − Q(W_l)‖_F at ≤ ``budget_bits_per_weight`` bits per weight.
 
     ``model_or_arrays``: a velocity model (its ``parameters()``) or a dict name → array. ``quantizer(w, bits)``
     returns the dequantized array (default: fmq_np.quant with ``method`` and ``granularity``). ``box``: (lo, hi)
-    of the inputs for the MLP sensitivities (default ±4 per coordinate). Returns an :class:`Allocation`.
+    of the inputs for the MLP sensitivities (default ±4 per coordinate). ``errors``: precomputed curves
+    (name → {bits: ‖W − Q_b(W)‖_F}, e.g. a previous ``Allocation.errors``) to skip re-quantizing. Returns an
+    :class:`Allocation`.
     """
     params = model_or_arrays.parameters() if hasattr(model_or_arrays, "parameters") else dict(model_or_arrays)
     if not params:
@@ -82,32 +110,17 @@ def allocate_bits(model_or_arrays, budget_bits_per_weight, method="ot", granular
     missing = set(params) - set(sensitivity)
     if missing:
         raise InputError(f"sensitivity lacks tensor {sorted(missing)[0]!r}")
-    errors = {}
+    errors = {} if errors is None else dict(errors)
     for name, w in params.items():
         w64 = np.asarray(w, np.float64)
         if not np.isfinite(w64).all():
             raise InputError(f"tensor {name!r} contains NaN or Inf")
+        if name in errors and all(b in errors[name] for b in choices):
+            continue
         errors[name] = {b: float(np.linalg.norm(np.asarray(quantizer(w, b), np.float64) - w64)) for b in choices}
     sizes = {k: int(np.size(v)) for k, v in params.items()}
+    bits = _knapsack(list(params), sizes, choices, budget, {k: sensitivity[k] for k in params}, errors)
+    spent = sum(sizes[k] * b for k, b in bits.items())
     total = sum(sizes.values())
-    bits = {k: choices[0] for k in params}
-    spent = choices[0] * total
-    while True:
-        best, best_rate = None, 0.0
-        for k in params:
-            i = choices.index(bits[k])
-            if i + 1 == len(choices):
-                continue
-            cost = (choices[i + 1] - bits[k]) * sizes[k]
-            if spent + cost > budget * total + 1e-9:
-                continue
-            rate = sensitivity[k] * (errors[k][bits[k]] - errors[k][choices[i + 1]]) / cost
-            if best is None or rate > best_rate:
-                best, best_rate = k, rate
-        if best is None:
-            break
-        nxt = choices[choices.index(bits[best]) + 1]
-        spent += (nxt - bits[best]) * sizes[best]
-        bits[best] = nxt
     objective = sum(sensitivity[k] * errors[k][bits[k]] for k in params)
     return Allocation(bits, spent / total, float(objective), dict(sensitivity), errors)

@@ -113,7 +113,7 @@ def jacobian_norm_lower(model, x, t, iters=20, fd_step=1e-5, seed=0):
 
 
 def trajectory_points(model, x0, steps=10):
-    """States (steps * n, ...) and times (steps * n,) visited by ``steps`` Euler steps of ``model`` from x0 (float64)."""
+    """States (steps·n, ...) and times (steps·n,) visited by ``steps`` Euler steps of ``model`` from x0 (float64)."""
     x = np.asarray(x0, dtype=np.float64)
     xs, ts = [], []
     for i in range(steps):

@@ -172,13 +172,9 @@ def _interval_mul(a_lo, a_hi, b_lo, b_hi):
     return p.min(axis=0), p.max(axis=0)
 
 
-def mlp_error_bound(params, params_hat, lo, hi, t_range=(0.0, 1.0), splits=4):
-    """Certified ε for two MLPVelocity parameter dicts (float and dequantized) over the box (see module doc)."""
-    check_pair(params, params_hat)
-    layers, layers_hat = mlp_layers(params), mlp_layers(params_hat, "quantized model")
-    box_lo, box_hi = make_boxes(lo, hi, t_range, splits)
-    if box_lo.shape[1] != layers[0][0].shape[1]:
-        raise InputError(f"box has {box_lo.shape[1] - 1} coordinates, the model takes {layers[0][0].shape[1] - 1}")
+def box_errors(layers, layers_hat, box_lo, box_hi):
+    """Certified ℓ2 bound on ‖v̂ − v‖ on each box (rows of box_lo/box_hi, (n_boxes, dim + 1)); also the max over
+    boxes of the bound after each layer. ``layers``: :func:`mlp_layers` of both networks."""
     ranges = mlp_ranges(layers, box_lo, box_hi)
     e_lo = np.zeros_like(box_lo)               # signed interval of ĥ − h, per box and neuron
     e_hi = np.zeros_like(box_lo)
@@ -200,8 +196,33 @@ def mlp_error_bound(params, params_hat, lo, hi, t_range=(0.0, 1.0), splits=4):
             mag = np.maximum(np.abs(e_lo), np.abs(e_hi))
             delta = np.minimum(np.linalg.norm(mag, axis=1) * SAFETY, s.max(axis=1) * delta)
         layer_delta.append(float(delta.max()))
+    return delta, layer_delta
+
+
+def mlp_error_bound(params, params_hat, lo, hi, t_range=(0.0, 1.0), splits=4):
+    """Certified ε for two MLPVelocity parameter dicts (float and dequantized) over the box (see module doc)."""
+    check_pair(params, params_hat)
+    layers, layers_hat = mlp_layers(params), mlp_layers(params_hat, "quantized model")
+    box_lo, box_hi = make_boxes(lo, hi, t_range, splits)
+    if box_lo.shape[1] != layers[0][0].shape[1]:
+        raise InputError(f"box has {box_lo.shape[1] - 1} coordinates, the model takes {layers[0][0].shape[1] - 1}")
+    delta, layer_delta = box_errors(layers, layers_hat, box_lo, box_hi)
     return ErrorBound(float(delta.max()), delta, layer_delta, np.asarray(lo, np.float64),
                       np.asarray(hi, np.float64), tuple(t_range))
+
+
+def jacobian_interval(layers, box_lo, box_hi):
+    """Interval enclosure C ± R (each (n_boxes, dim, dim)) of ∂v/∂x over each box, by interval matrix products."""
+    ranges = mlp_ranges(layers, box_lo, box_hi)
+    dim = layers[-1][0].shape[0]
+    c = np.broadcast_to(layers[0][0][:, :dim], (len(box_lo),) + layers[0][0][:, :dim].shape)
+    r = np.zeros_like(c)
+    for (w, _), (_, _, z_lo, z_hi) in zip(layers[1:], ranges[:-1]):
+        g_lo, g_hi = silu_deriv_range(z_lo, z_hi)                  # (n_boxes, width)
+        m_lo, m_hi = _interval_mul(g_lo[:, :, None], g_hi[:, :, None], c - r, c + r)
+        c, r = (m_lo + m_hi) / 2, (m_hi - m_lo) / 2
+        c, r = np.einsum("ij,bjk->bik", w, c), np.einsum("ij,bjk->bik", np.abs(w), r) * SAFETY
+    return c, r
 
 
 def is_mlp(params):

@@ -30,7 +30,6 @@ import numpy as np
 
 from ..errors import InputError
 
-METHODS = ("ot", "ot-opt", "uniform", "pwl", "log2")
 PREDICTABLE = ("ot", "ot-opt", "uniform", "pwl")
 
 

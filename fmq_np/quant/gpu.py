@@ -1,0 +1,333 @@
+"""``numba.cuda`` twins of the quantizer kernels: same names, signatures and answers as :mod:`fmq_np.quant.cpu`
+(and :mod:`fmq_np.quant.packing`). Host NumPy arrays in and out; each wrapper moves the data to and from the GPU.
+
+Importing this module imports ``numba.cuda`` (``import fmq_np`` never does). Under ``NUMBA_ENABLE_CUDASIM=1`` the
+kernels run in Numba's CUDA simulator. Device work and host work:
+
+* ``assign``: one thread per value, binary search over the float64-exact thresholds of ``cpu.thresholds``.
+* ``dequantize``: one thread per value.
+* ``uniform``: one thread per group finds min / max and the step ``d`` in the row's dtype; one thread per value
+  computes its code ``rint((w - min) / d)`` (round half to even, done exactly on the integer part and the exact
+  fraction). The levels ``c * d + min`` are computed on the host with NumPy, so no fused multiply-add can change
+  a bit of them.
+* ``ot_equal_mass``: the stable sort of each row runs on the host (``numpy.argsort(kind="stable")`` = the CPU
+  kernel's order); one thread per (group, chunk) computes the chunk mean with NumPy's pairwise summation (the
+  recursion unrolled on a small per-thread stack); ranking the k' means and scattering codes happen on the host.
+* ``pack_codes`` / ``unpack_codes``: one thread per block of 8 codes (= ``bits`` bytes).
+
+The other kernels (``pwl``, ``sign_ranges``, ``log2_assign``, ``optimal_levels``, ``canonicalize``,
+``thresholds``) have no GPU version: they are the CPU functions, re-exported so that this module offers every name
+:mod:`fmq_np.quant.schemes` uses.
+"""
+import math
+
+import numpy as np
+from numba import cuda, float32, float64, int64
+
+from .._numba import CUDA_SIMULATOR
+from .cpu import canonicalize, log2_assign, optimal_levels, pwl, sign_ranges, thresholds
+from .packing import checked_codes, checked_packed, packed_nbytes
+
+__all__ = ["assign", "dequantize", "uniform", "ot_equal_mass", "pack_codes", "unpack_codes",
+           # host (CPU) kernels, re-exported so that this module offers every kernel name schemes.py uses
+           "pwl", "sign_ranges", "log2_assign", "optimal_levels", "canonicalize", "thresholds"]
+
+#: threads per block (the simulator runs each thread as a Python thread: small blocks keep it quick)
+_THREADS = 32 if CUDA_SIMULATOR else 128
+_STACK = 64         # pairwise-summation stack depth: n up to 128 * 2**60
+
+
+def _grid(n):
+    """``(blocks, threads)`` covering ``n`` threads (at least one block)."""
+    return max(1, (n + _THREADS - 1) // _THREADS), _THREADS
+
+
+# ---------------------------------------------------------------------------------------------------- assignment
+@cuda.jit
+def _assign_kernel(w, t, codes):
+    G, n = w.shape
+    km1 = t.shape[1]
+    i = cuda.grid(1)
+    if i >= G * n:
+        return
+    g = i // n
+    x = w[g, i % n]
+    a = 0
+    b = km1                      # code = #{j : x > t[g, j]}, in [a, b]
+    while a < b:
+        m = (a + b) >> 1
+        if x > t[g, m]:
+            a = m + 1
+        else:
+            b = m
+    codes[g, i % n] = a
+
+
+def assign(w, codebook):
+    """Codes ``(G, n)`` uint8 of the nearest level (ties to the lower level), as ``cpu.assign``."""
+    t = thresholds(codebook, w.dtype)
+    codes = np.zeros(w.shape, np.uint8)
+    if t.shape[1] == 0 or w.size == 0:
+        return codes
+    d_codes = cuda.to_device(codes)
+    _assign_kernel[_grid(w.size)](cuda.to_device(w), cuda.to_device(t), d_codes)
+    return d_codes.copy_to_host()
+
+
+@cuda.jit
+def _dequantize_kernel(codes, codebook, out):
+    G, n = codes.shape
+    i = cuda.grid(1)
+    if i < G * n:
+        g = i // n
+        out[g, i % n] = codebook[g, codes[g, i % n]]
+
+
+def dequantize(codes, codebook):
+    """``w_hat (G, n)`` in the codebook's dtype: ``codebook[g, codes[g, i]]``, as ``cpu.dequantize``."""
+    out = np.empty(codes.shape, codebook.dtype)
+    if codes.size == 0:
+        return out
+    d_out = cuda.to_device(out)
+    _dequantize_kernel[_grid(codes.size)](cuda.to_device(codes), cuda.to_device(codebook), d_out)
+    return d_out.copy_to_host()
+
+
+# ---------------------------------------------------------------------------------------------------- uniform
+@cuda.jit
+def _minmax_step_kernel(w, last, mn_out, d_out):
+    """Per group: min, max (first occurrence kept on ties, as the CPU kernel) and ``d = (max - min) / last``."""
+    g = cuda.grid(1)
+    if g >= w.shape[0]:
+        return
+    mn = w[g, 0]
+    mx = w[g, 0]
+    for i in range(1, w.shape[1]):
+        x = w[g, i]
+        if x < mn:
+            mn = x
+        if x > mx:
+            mx = x
+    mn_out[g] = mn
+    d_out[g] = (mx - mn) / last[0]
+
+
+@cuda.jit
+def _uniform_codes_kernel(w, mn, d, kmax, codes):
+    """``code = clip(rint((w - min) / d), 0, k - 1)``; ``d == 0`` → 0. The quotient is >= 0: rint is decided on its
+    integer part and its exact fractional part."""
+    G, n = w.shape
+    i = cuda.grid(1)
+    if i >= G * n:
+        return
+    g = i // n
+    if d[g] == 0:
+        codes[g, i % n] = 0
+        return
+    x = (w[g, i % n] - mn[g]) / d[g]
+    c = int64(x)                 # floor: x >= 0
+    frac = x - c                 # exact
+    if frac > 0.5 or (frac == 0.5 and c % 2 == 1):
+        c += 1
+    codes[g, i % n] = c if c < kmax else kmax
+
+
+def uniform(w, k):
+    """Asymmetric min–max quantizer per row → ``(codes, codebook)``, as ``cpu.uniform``."""
+    G = w.shape[0]
+    last = np.array([k - 1], w.dtype)
+    d_w = cuda.to_device(w)
+    d_mn, d_d = cuda.device_array(G, w.dtype), cuda.device_array(G, w.dtype)
+    _minmax_step_kernel[_grid(G)](d_w, cuda.to_device(last), d_mn, d_d)
+    d_codes = cuda.device_array(w.shape, np.uint8)
+    _uniform_codes_kernel[_grid(w.size)](d_w, d_mn, d_d, k - 1, d_codes)
+    mn, d = d_mn.copy_to_host(), d_d.copy_to_host()
+    codebook = np.arange(k, dtype=w.dtype)[None, :] * d[:, None] + mn[:, None]
+    codebook[d == 0] = mn[d == 0, None]
+    return d_codes.copy_to_host(), codebook
+
+
+# ---------------------------------------------------------------------------------------------------- equal-mass OT
+def _make_chunk_means(nb_dtype):
+    """Kernel ``(s, k_eff, means)``: ``means[g, j]`` = NumPy's mean of chunk j of the sorted row ``s[g]`` cut like
+    ``numpy.array_split(s[g], k_eff)``; one thread per (group, chunk). ``nb_dtype``: the rows' Numba float type
+    (the per-thread stack of partial sums must have it: NumPy sums in the array's dtype)."""
+
+    @cuda.jit
+    def chunk_means(s, k_eff, means):
+        G, n = s.shape
+        tid = cuda.grid(1)
+        if tid >= G * k_eff:
+            return
+        g = tid // k_eff
+        j = tid % k_eff
+        q = n // k_eff
+        r = n % k_eff
+        size = q + 1 if j < r else q
+        start = j * q + (j if j < r else r)
+        row = s[g]
+        # pairwise sum of row[start:start+size] with the recursion on an explicit post-order stack
+        st_lo = cuda.local.array(_STACK, int64)
+        st_n = cuda.local.array(_STACK, int64)
+        st_phase = cuda.local.array(_STACK, int64)
+        vals = cuda.local.array(_STACK, nb_dtype)
+        top = 0
+        nv = 0
+        st_lo[0] = start
+        st_n[0] = size
+        st_phase[0] = 0
+        while top >= 0:
+            lo = st_lo[top]
+            m = st_n[top]
+            if m < 8:                         # numpy's leaves: a plain loop from -0.0 below 8 values ...
+                r = -(row[lo] - row[lo])
+                for i in range(m):
+                    r += row[lo + i]
+                vals[nv] = r
+                nv += 1
+                top -= 1
+                continue
+            if m <= 128:                      # ... else 8 interleaved accumulators, then the remainder
+                r0, r1, r2, r3 = row[lo], row[lo + 1], row[lo + 2], row[lo + 3]
+                r4, r5, r6, r7 = row[lo + 4], row[lo + 5], row[lo + 6], row[lo + 7]
+                i = 8
+                while i < m - m % 8:
+                    r0 += row[lo + i]
+                    r1 += row[lo + i + 1]
+                    r2 += row[lo + i + 2]
+                    r3 += row[lo + i + 3]
+                    r4 += row[lo + i + 4]
+                    r5 += row[lo + i + 5]
+                    r6 += row[lo + i + 6]
+                    r7 += row[lo + i + 7]
+                    i += 8
+                r = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+                while i < m:
+                    r += row[lo + i]
+                    i += 1
+                vals[nv] = r
+                nv += 1
+                top -= 1
+                continue
+            half = m // 2
+            half -= half % 8
+            if st_phase[top] == 0:            # first the left half
+                st_phase[top] = 1
+                st_lo[top + 1], st_n[top + 1], st_phase[top + 1] = lo, half, 0
+                top += 1
+            elif st_phase[top] == 1:          # then the right half
+                st_phase[top] = 2
+                st_lo[top + 1], st_n[top + 1], st_phase[top + 1] = lo + half, m - half, 0
+                top += 1
+            else:                             # both done: left + right
+                vals[nv - 2] = vals[nv - 2] + vals[nv - 1]
+                nv -= 1
+                top -= 1
+        means[g, j] = vals[0] / size
+
+    return chunk_means
+
+
+_CHUNK_MEANS = {np.dtype(np.float32): _make_chunk_means(float32), np.dtype(np.float64): _make_chunk_means(float64)}
+
+
+@cuda.jit
+def _scatter_codes_kernel(order, inv, codes):
+    """``codes[g, order[g, t]] = inv[g, chunk of rank t]``, one thread per value."""
+    G, n = order.shape
+    k_eff = inv.shape[1]
+    i = cuda.grid(1)
+    if i >= G * n:
+        return
+    g = i // n
+    t = i % n
+    q = n // k_eff
+    r = n % k_eff
+    big = r * (q + 1)
+    j = t // (q + 1) if t < big else r + (t - big) // q
+    codes[g, order[g, t]] = inv[g, j]
+
+
+def ot_equal_mass(w, k):
+    """The paper's equal-mass OT quantizer per row → ``(codes, codebook)``, as ``cpu.ot_equal_mass``."""
+    G, n = w.shape
+    k_eff = min(k, n)
+    order = np.argsort(w, axis=1, kind="stable")
+    s = np.take_along_axis(w, order, axis=1)
+    d_means = cuda.device_array((G, k_eff), w.dtype)
+    _CHUNK_MEANS[w.dtype][_grid(G * k_eff)](cuda.to_device(s), k_eff, d_means)
+    means = d_means.copy_to_host()
+    rank = np.argsort(means, axis=1, kind="stable")
+    inv = np.empty((G, k_eff), np.uint8)
+    np.put_along_axis(inv, rank, np.arange(k_eff, dtype=np.uint8)[None, :], axis=1)
+    codebook = np.empty((G, k), w.dtype)
+    codebook[:, :k_eff] = np.take_along_axis(means, rank, axis=1)
+    codebook[:, k_eff:] = codebook[:, k_eff - 1:k_eff]
+    d_codes = cuda.device_array((G, n), np.uint8)
+    _scatter_codes_kernel[_grid(G * n)](cuda.to_device(order), cuda.to_device(inv), d_codes)
+    return d_codes.copy_to_host(), codebook
+
+
+# ---------------------------------------------------------------------------------------------------- packing
+@cuda.jit
+def _pack_kernel(codes, bits, out):
+    """Thread b packs codes [8b, 8b + 8) into bytes [bits*b, bits*b + bits) (the last block may be partial)."""
+    n = codes.shape[0]
+    b = cuda.grid(1)
+    lo = 8 * b
+    if lo >= n:
+        return
+    hi = lo + 8 if lo + 8 < n else n
+    if bits == 8:
+        for i in range(lo, hi):
+            out[i] = codes[i]
+        return
+    acc = int64(0)
+    for i in range(lo, hi):
+        acc |= int64(codes[i]) << ((i - lo) * bits)
+    nbytes = ((hi - lo) * bits + 7) // 8
+    for j in range(nbytes):
+        out[bits * b + j] = (acc >> (8 * j)) & 0xFF
+
+
+@cuda.jit
+def _unpack_kernel(packed, bits, out):
+    """Thread b unpacks codes [8b, 8b + 8) from bytes [bits*b, ...)."""
+    n = out.shape[0]
+    b = cuda.grid(1)
+    lo = 8 * b
+    if lo >= n:
+        return
+    hi = lo + 8 if lo + 8 < n else n
+    if bits == 8:
+        for i in range(lo, hi):
+            out[i] = packed[i]
+        return
+    nbytes = ((hi - lo) * bits + 7) // 8
+    acc = int64(0)
+    for j in range(nbytes):
+        acc |= int64(packed[bits * b + j]) << (8 * j)
+    mask = (1 << bits) - 1
+    for i in range(lo, hi):
+        out[i] = (acc >> ((i - lo) * bits)) & mask
+
+
+def pack_codes(codes, bits):
+    """GPU twin of :func:`fmq_np.quant.packing.pack_codes` (same checks, same bytes)."""
+    flat, bits = checked_codes(codes, bits)
+    out = np.zeros(packed_nbytes(flat.size, bits), np.uint8)
+    if flat.size == 0:
+        return out
+    d_out = cuda.to_device(out)
+    _pack_kernel[_grid(math.ceil(flat.size / 8))](cuda.to_device(flat), bits, d_out)
+    return d_out.copy_to_host()
+
+
+def unpack_codes(packed, bits, n):
+    """GPU twin of :func:`fmq_np.quant.packing.unpack_codes` (same checks, same codes)."""
+    packed, bits, n = checked_packed(packed, bits, n)
+    if n == 0:
+        return np.empty(0, np.uint8)
+    d_out = cuda.device_array(n, np.uint8)
+    _unpack_kernel[_grid(math.ceil(n / 8))](cuda.to_device(packed), bits, d_out)
+    return d_out.copy_to_host()
