@@ -33,7 +33,7 @@ def evaluate(params64, params_hat, x0, box, splits):
     rms, mx, x1, x1_hat = flow_bounds.pathwise_drift(f, f_hat, x0, "euler", 20)
     eps = network.mlp_error_bound(params64, params_hat, box[0], box[1], splits=splits).eps
     L = lipschitz.mlp_lipschitz_upper(params64, box[0], box[1], splits=4)
-    tube = euler_tube_bound(params64, params_hat, x0, 20)
+    tube = euler_tube_bound(params64, params_hat, x0, 20, fallback=(eps, L))
     return dict(drift_rms=rms, drift_max=mx, sliced_w2=sliced_w2(x1, x1_hat), eps_bound=eps,
                 flow_bound=flow_bounds.flow_bound(eps, L, "euler", 20), tube_bound_rms=tube.rms,
                 tube_bound_max=tube.max)

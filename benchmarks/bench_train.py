@@ -3,10 +3,10 @@
 One step = flow-matching forward + backward + AdamW update (batch of noise/data pairs drawn each step).
 Cases: MLP 4x256 on 2-D data, batch 1024; U-Net (width 32, mults 1-2-2, 1 block per level) on 28x28, batch 64.
 fmq_np and torch runs are interleaved (repeat r: fmq_np, then torch) so that machine load hits both alike; the
-figure is the median over repeats of steps/s. Both use ``--threads`` threads (Numba, BLAS and torch intra-op).
-Without torch the peer columns are left empty.
+figure is the median over repeats of steps/s. Both use ``--threads`` threads (Numba kernels, torch intra-op; NumPy's
+BLAS too unless ``--blas-threads`` says otherwise). Without torch the peer columns are left empty.
 
-    python benchmarks/bench_train.py --threads 2 --repeats 5 --out benchmarks/results/train.json
+    python benchmarks/bench_train.py --threads 2 --repeats 5 --out benchmarks/results/train_t2.json
 """
 import argparse
 import json
@@ -18,7 +18,9 @@ import time
 
 def _parse():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2, help="Numba and torch threads")
+    p.add_argument("--blas-threads", type=int, default=None,
+                   help="threads of NumPy's BLAS (default: --threads); 1 avoids OpenBLAS spin-waits on a busy machine")
     p.add_argument("--repeats", type=int, default=5, help="timed repeats per case and library (median reported)")
     p.add_argument("--cases", default="mlp,unet", help="comma list of: mlp, unet")
     p.add_argument("--out", default=None, help="write the results as JSON here")
@@ -26,8 +28,10 @@ def _parse():
 
 
 ARGS = _parse()
-for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+ARGS.blas_threads = ARGS.threads if ARGS.blas_threads is None else ARGS.blas_threads
+for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
     os.environ[var] = str(ARGS.threads)
+os.environ["OPENBLAS_NUM_THREADS"] = str(ARGS.blas_threads)
 
 import numpy as np  # noqa: E402  (after the thread variables on purpose)
 
@@ -195,7 +199,8 @@ def main():
                        ratio=float(np.median(ours_runs) / np.median(peer_runs)))
         rows.append(row)
         print(json.dumps({k: v for k, v in row.items() if not k.endswith("_runs")}), flush=True)
-    meta = dict(threads=threads, repeats=ARGS.repeats, python=platform.python_version(), numpy=np.__version__,
+    meta = dict(threads=threads, blas_threads=ARGS.blas_threads, repeats=ARGS.repeats,
+                python=platform.python_version(), numpy=np.__version__,
                 torch=None if torch is None else torch.__version__, machine=platform.machine(),
                 processor=platform.processor(), cpus=os.cpu_count(), load_avg=os.getloadavg(),
                 time=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()))

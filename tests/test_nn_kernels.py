@@ -27,7 +27,7 @@ def conv_geometry(draw):
     return draw(st.integers(1, 3)), draw(st.integers(1, 3)), h, w, k, stride, pad, up, ho, wo
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(conv_geometry(), st.sampled_from(DTYPES), st.integers(0, 2**31))
 def test_im2col_col2im_match_reference(geom, dtype, seed):
     c, n, h, w, k, stride, pad, up, ho, wo = geom
@@ -36,6 +36,10 @@ def test_im2col_col2im_match_reference(geom, dtype, seed):
     cols = np.full((c * k * k, n * ho * wo), np.nan, dtype=dtype)
     kernels.im2col(x, k, stride, pad, up, ho, wo, cols)
     np.testing.assert_array_equal(cols, naive.im2col(x, k, stride, pad, up, ho, wo))
+    if stride == 1 and up == 1 and 2 * pad == k - 1:
+        cols_same = np.full_like(cols, np.nan)
+        kernels.im2col_same(x.reshape(c, n, h * w), h, w, k, pad, cols_same)
+        np.testing.assert_array_equal(cols_same, cols)
     g = rng.standard_normal(cols.shape).astype(dtype)
     dx = np.full(x.shape, np.nan, dtype=dtype)
     kernels.col2im(g, k, stride, pad, up, ho, wo, dx)
@@ -140,3 +144,14 @@ def test_float32_silu_is_accurate_over_the_whole_range_and_keeps_non_finite_valu
     out = np.empty_like(special)
     kernels.silu_fwd(special, out)
     assert np.isnan(out[0, 0]) and out[0, 1] == np.inf and not np.isfinite(out[0, 2])   # NaN/Inf never vanish
+
+
+@pytest.mark.parametrize("k", [1, 3, 5])
+@pytest.mark.parametrize("h,w", [(1, 1), (2, 5), (4, 4), (7, 3)])
+def test_im2col_same_matches_reference_on_sample_blocks(k, h, w):
+    rng = np.random.default_rng(k * 100 + h * 10 + w)
+    x = rng.standard_normal((2, 5, h, w)).astype(np.float32)
+    block = x[:, 1:4]                       # a block of samples: a non-contiguous view, as Conv2d passes it
+    cols = np.full((2 * k * k, 3 * h * w), np.nan, np.float32)
+    kernels.im2col_same(block.reshape(2, 3, h * w), h, w, k, k // 2, cols)
+    np.testing.assert_array_equal(cols, naive.im2col(np.ascontiguousarray(block), k, 1, k // 2, 1, h, w))

@@ -141,6 +141,40 @@ def im2col(x, k, stride, pad, up, ho, wo, cols):
 
 
 @jit(parallel=True, fastmath=_FASTMATH)
+def im2col_same(x, h, w, k, pad, cols):
+    """:func:`im2col` for stride 1, no upsampling and "same" output size (2*pad = k - 1), on x viewed as (C, N, H*W).
+
+    Each row of ``cols`` is, per sample, the flattened image shifted by (i - pad)*W + (j - pad) (one long
+    vectorisable copy) with the wrapped-around border columns and rows set to 0.
+    """
+    c_in, n_b, hw = x.shape
+    for r in prange(c_in * k * k):
+        c = r // (k * k)
+        i = (r // k) % k
+        j = r % k
+        dj = j - pad
+        shift = (i - pad) * w + dj
+        q0 = max(0, -shift)
+        q1 = min(hw, hw - shift)
+        for n in range(n_b):
+            base = n * hw
+            for q in range(q0):
+                cols[r, base + q] = 0.0
+            for q in range(q1, hw):
+                cols[r, base + q] = 0.0
+            for q in range(q0, q1):
+                cols[r, base + q] = x[c, n, q + shift]
+            if dj < 0:
+                for oy in range(h):
+                    for ox in range(-dj):
+                        cols[r, base + oy * w + ox] = 0.0
+            elif dj > 0:
+                for oy in range(h):
+                    for ox in range(w - dj, w):
+                        cols[r, base + oy * w + ox] = 0.0
+
+
+@jit(parallel=True, fastmath=_FASTMATH)
 def col2im(cols, k, stride, pad, up, ho, wo, dx):
     """Adjoint of :func:`im2col`: sum ``cols`` (C*k*k, N*ho*wo) back into ``dx`` (C, N, H, W) (overwritten)."""
     c_in, n_b, h, w = dx.shape

@@ -5,8 +5,8 @@ step to the next while the batch shape stays the same); ``train=False`` caches n
 ``backward(dy)`` overwrites the layer's gradients (same names as its parameters) and returns dL/dx.
 
 Layouts: :class:`Linear` takes (N, F). The image layers (:class:`Conv2d`, :class:`GroupNorm`, :class:`ResBlock`,
-:class:`GlobalAvgPool`) take the channel-major layout (C, N, H, W) so that a convolution is a single GEMM; models
-convert from and to the public (N, C, H, W) layout once.
+:class:`GlobalAvgPool`) take the channel-major layout (C, N, H, W), in which a convolution over a block of samples
+is one GEMM whose result is already in that layout; models convert from and to the public (N, C, H, W) layout once.
 
 Parameters are float32 by default; :meth:`Module.astype` converts a whole module (float64 for gradient checks).
 Arrays given to layers must be C-contiguous and of the module's dtype (the models take care of that).
@@ -146,8 +146,8 @@ class Linear(Module):
             raise InputError(f"act must be None or 'silu', got {act!r}")
         rng = np.random.default_rng(0) if rng is None else rng
         bound = 1.0 / math.sqrt(in_features)
-        self.weight = self.add_param("weight", _uniform(rng, bound, (out_features, in_features)))
-        self.bias = self.add_param("bias", _uniform(rng, bound, (out_features,)))
+        self.add_param("weight", _uniform(rng, bound, (out_features, in_features)))
+        self.add_param("bias", _uniform(rng, bound, (out_features,)))
         self.act = act
         self._cache = None
 
@@ -246,6 +246,14 @@ class Conv2d(Module):
     def _pointwise(self):
         return self.k == 1 and self.stride == 1 and self.up == 1 and self.padding == 0
 
+    def _unfold(self, x, ho, wo, cols):
+        """im2col of the sample block x (C, n, H, W) into cols; the fast flat-shift kernel for "same" convolutions."""
+        c_in, n, h, w = x.shape
+        if self.stride == 1 and self.up == 1 and 2 * self.padding == self.k - 1:
+            kernels.im2col_same(x.reshape(c_in, n, h * w), h, w, self.k, self.padding, cols)
+        else:
+            kernels.im2col(x, self.k, self.stride, self.padding, self.up, ho, wo, cols)
+
     def _chunks(self, n, c_in, hw_out):
         """Sample ranges (n0, n1) processed at a time: the unfolded block stays ~CHUNK_FLOATS (cache-resident)."""
         per = max(1, CHUNK_FLOATS // (c_in * self.k * self.k * hw_out))
@@ -268,7 +276,7 @@ class Conv2d(Module):
             for n0, n1 in self._chunks(n, c_in, ho * wo):
                 a, e = n0 * ho * wo, n1 * ho * wo
                 cols = _scratch("cols", (w2.shape[1], e - a), x.dtype)
-                kernels.im2col(x[:, n0:n1], self.k, self.stride, self.padding, self.up, ho, wo, cols)
+                self._unfold(x[:, n0:n1], ho, wo, cols)
                 out = _scratch("out", (c_out, e - a), x.dtype)
                 np.dot(w2, cols, out=out)
                 kernels.bias_act_rows(out, b, self.act is not None, z[:, a:e], y[:, a:e])
@@ -300,7 +308,7 @@ class Conv2d(Module):
         for idx, (n0, n1) in enumerate(self._chunks(x.shape[1], x.shape[0], ho * wo)):
             a, e = n0 * ho * wo, n1 * ho * wo
             cols = _scratch("cols", (w2.shape[1], e - a), x.dtype)
-            kernels.im2col(x[:, n0:n1], self.k, self.stride, self.padding, self.up, ho, wo, cols)
+            self._unfold(x[:, n0:n1], ho, wo, cols)
             np.dot(dz[:, a:e], cols.T, out=gw if idx == 0 else gw_part)
             if idx:
                 gw += gw_part

@@ -120,7 +120,7 @@ class UNetVelocity(Module):
                             groups=groups, time_dim=time_dim, seed=_check_int("seed", seed, 0))
         rng = np.random.default_rng(seed)
         self.channels, self.size, self.chans = channels, size, chans
-        self.time_embed = TimeEmbedding(width)
+        self.time_embed = self.add_child("time_embed", TimeEmbedding(width))   # no parameters
         self.time = [self.add_child("time.0", Linear(width, time_dim, act="silu", rng=rng)),
                      self.add_child("time.1", Linear(time_dim, time_dim, act="silu", rng=rng))]
         self.conv_in = self.add_child("conv_in", Conv2d(channels, width, 3, rng=rng))
@@ -241,7 +241,7 @@ class Classifier(Module):
         self.convs = [self.add_child("conv.0", Conv2d(channels, width, 3, act="silu", rng=rng)),
                       self.add_child("conv.1", Conv2d(width, 2 * width, 3, stride=2, act="silu", rng=rng)),
                       self.add_child("conv.2", Conv2d(2 * width, 4 * width, 3, stride=2, act="silu", rng=rng))]
-        self.pool = GlobalAvgPool()
+        self.pool = self.add_child("pool", GlobalAvgPool())   # no parameters
         self.fc = self.add_child("fc", Linear(4 * width, n_classes, rng=rng))
 
     def config(self):

@@ -12,10 +12,10 @@ from . import kernels
 
 
 def _check_same(kind, ref, other):
-    if list(other.keys()) != list(ref.keys()):
+    if set(other.keys()) != set(ref.keys()):
         missing = [k for k in ref if k not in other]
         extra = [k for k in other if k not in ref]
-        bad = missing[0] if missing else (extra[0] if extra else "order")
+        bad = missing[0] if missing else extra[0]
         raise InputError(f"{kind} keys differ from the parameters' (first mismatch: {bad!r})")
     for k, a in other.items():
         if not isinstance(a, np.ndarray) or a.shape != ref[k].shape:
@@ -32,6 +32,9 @@ class AdamW:
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         if not params:
             raise InputError("AdamW needs at least one parameter")
+        for k, p in params.items():
+            if not isinstance(p, np.ndarray) or p.dtype.kind != "f" or not p.flags.c_contiguous:
+                raise InputError(f"AdamW parameter {k!r} must be a C-contiguous float array (updated in place)")
         for name, value in (("lr", lr), ("eps", eps), ("weight_decay", weight_decay)):
             if not np.isfinite(value) or value < 0:
                 raise InputError(f"AdamW {name} must be finite and >= 0, got {value!r}")

@@ -88,7 +88,7 @@ def flow_summary(model, params_hat, n_samples, solver, steps, seed, splits, marg
     bound_solver = solver if solver in flow_bounds.TABLEAUX else "exact"
     flow = flow_bounds.flow_bound(bound.eps, L_up, bound_solver, steps if bound_solver != "exact" else None)
     if solver == "euler":
-        tube = euler_tube_bound(params, params_hat, x0, steps)
+        tube = euler_tube_bound(params, params_hat, x0, steps, fallback=(bound.eps, L_up))
         out.update(tube_bound_max=tube.max, tube_bound_rms=tube.rms,
                    tube_tightness=tube.max / mx if mx > 0 else None)
     out.update(box_lo=lo, box_hi=hi, eps_bound=bound.eps, eps_measured_box=eps_box,

@@ -3,7 +3,8 @@
 MLP (:class:`fmq_np.nn.MLPVelocity`: z_i = W_i h_i + b_i, h_{i+1} = SiLU(z_i), output v = W_D h_D + b_D, h_0 = [x, t]).
 The box (x ∈ [lo, hi] per coordinate, t ∈ [t0, t1]) is split into ``splits`` sub-boxes per axis and on each one:
 
-1. interval bound propagation (IBP) of the full-precision network gives [l_i, u_i] ∋ z_i and the ranges of h_i;
+1. interval bound propagation (IBP), intersected with the mean-value form around the sub-box center, gives
+   [l_i, u_i] ∋ z_i and the ranges of h_i (:func:`mlp_ranges`);
 2. the error e_i = ĥ_i − h_i is tracked as a signed interval per neuron (center ± radius arithmetic, so errors
    of opposite sign cancel through the linear maps) and as an ℓ2 bound δ_i:
    ẑ − z = Ŵ(ĥ − h) + (Ŵ − W)h + (b̂ − b) ∈ Ŵ[e] + ΔW[h] + Δb,
@@ -132,15 +133,33 @@ def make_boxes(lo, hi, t_range=(0.0, 1.0), splits=1):
 
 
 def mlp_ranges(layers, box_lo, box_hi):
-    """IBP of the full-precision MLP: per layer (h_lo, h_hi, z_lo, z_hi), each (n_boxes, width)."""
+    """Enclosures of the full-precision MLP's activations on each box: per layer (h_lo, h_hi, z_lo, z_hi), each
+    (n_boxes, width). Each pre-activation range is the intersection of plain interval propagation (IBP) and the
+    mean-value form z(c) ± |J_z|·r around the box center c (J_z: interval Jacobian of z over the box), which is
+    second-order tight for small boxes where IBP's |W|-products wrap."""
+    center, radius = (box_lo + box_hi) / 2, (box_hi - box_lo) / 2
+    n, d0 = box_lo.shape
+    h_c = center                                              # activations at the box center
+    jac_c = np.broadcast_to(np.eye(d0), (n, d0, d0))          # interval Jacobian of h w.r.t. the input, C ± R
+    jac_r = np.zeros((n, d0, d0))
     out, h_lo, h_hi = [], box_lo, box_hi
     for i, (w, b) in enumerate(layers):
         c, r = (h_lo + h_hi) / 2, (h_hi - h_lo) / 2
         zc, zr = c @ w.T + b, r @ np.abs(w).T
-        z_lo, z_hi = zc - zr * SAFETY, zc + zr * SAFETY
+        z_mid = h_c @ w.T + b
+        jz_c = np.einsum("ij,bjk->bik", w, jac_c)
+        jz_r = np.einsum("ij,bjk->bik", np.abs(w), jac_r)
+        mv = np.einsum("bik,bk->bi", np.abs(jz_c) + jz_r, radius)
+        pad = 1e-12 * (1.0 + np.abs(z_mid))
+        z_lo = np.maximum(zc - zr * SAFETY, z_mid - mv * SAFETY - pad)
+        z_hi = np.minimum(zc + zr * SAFETY, z_mid + mv * SAFETY + pad)
         out.append((h_lo, h_hi, z_lo, z_hi))
         if i < len(layers) - 1:
             h_lo, h_hi = silu_interval(z_lo, z_hi)
+            g_lo, g_hi = silu_deriv_range(z_lo, z_hi)
+            m_lo, m_hi = _interval_mul(g_lo[:, :, None], g_hi[:, :, None], jz_c - jz_r, jz_c + jz_r)
+            jac_c, jac_r = (m_lo + m_hi) / 2, (m_hi - m_lo) / 2 * SAFETY
+            h_c = silu(z_mid)
     return out
 
 
