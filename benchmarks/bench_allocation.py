@@ -6,7 +6,7 @@ Trains a small MLPVelocity on moons, then for each method and budget b compares
   * allocate_bits(budget=b) with all sensitivities 1 (minimise the total Frobenius error only),
 on the measured pathwise drift (RMS and max of ‖x̂_1 − x_1‖ from the same noise, Euler 20 steps, float64), the
 sliced W2 between the two sample sets, and the certified bounds. Writes benchmarks/results/allocation.json and
-prints a Markdown table (copied into benchmarks/theory.md).
+prints a Markdown table (copied into benchmarks/README.md).
 
     python benchmarks/bench_allocation.py [--steps 800] [--samples 1000] [--hidden 64] [--depth 3]
 """

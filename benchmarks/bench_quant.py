@@ -177,7 +177,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes (a smoke test, not the reported figures)")
     ap.add_argument("--json", default=os.path.join(ROOT, "benchmarks", "results", "quant.json"))
-    ap.add_argument("--markdown", default=os.path.join(ROOT, "benchmarks", "quant.md"))
+    ap.add_argument("--markdown", default=os.path.join(ROOT, "benchmarks", "results", "quant.md"))
     args = ap.parse_args(argv)
     q = args.quick
     res = dict(machine=f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",

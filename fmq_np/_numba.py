@@ -59,7 +59,7 @@ import numba  # noqa: E402  (after the cache set-up on purpose)
 
 #: fastmath flags for float kernels of the networks: reassociation/contraction allowed, but NaN and Inf keep their
 #: meaning (no ``nnan``/``ninf``), so non-finite values are still detected and propagated.
-FASTMATH = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
+FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}   # a set: numba rejects frozensets
 
 #: True when the CUDA simulator is on (``NUMBA_ENABLE_CUDASIM=1`` set before numba was imported).
 CUDA_SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM", "0") == "1"

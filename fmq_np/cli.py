@@ -78,8 +78,8 @@ def _demo(args):
           f"(ratio {sw_model / sw_data:.2f})")
 
     digits = datasets.load("digits", seed=args.seed)
-    unet = nn.UNetVelocity(channels=1, size=8, width=32, seed=args.seed)
-    print(f"[2/2] U-Net on 8x8 digits, {args.unet_steps} steps")
+    unet = nn.UNetVelocity(channels=1, size=8, width=16, seed=args.seed)
+    print(f"[2/2] U-Net (width 16) on 8x8 digits, {args.unet_steps} steps")
     flow.fit(unet, digits, steps=args.unet_steps, batch_size=64, lr=1e-3, seed=args.seed, meta={"dataset": "digits"})
     io.save_model(os.path.join(args.out, "digits.h5"), unet, meta={"dataset": "digits"})
     grid = flow.sample(unet, n=64, solver="heun2", steps=50, seed=args.seed + 1)
@@ -217,7 +217,7 @@ def build_parser():
                                    "sliced-W2 distance to fresh data, and write models and PNGs to --out.")
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     p.add_argument("--mlp-steps", type=int, default=5000, help="MLP training steps (default 5000)")
-    p.add_argument("--unet-steps", type=int, default=3000, help="U-Net training steps (default 3000)")
+    p.add_argument("--unet-steps", type=int, default=2000, help="U-Net training steps (default 2000)")
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     p.set_defaults(run=_demo)
     return parser

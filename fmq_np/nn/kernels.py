@@ -20,7 +20,6 @@ from numba.np.numpy_support import as_dtype
 
 from .._numba import FASTMATH, jit
 
-_FASTMATH = set(FASTMATH)  # numba accepts a set (or dict), not the frozenset _numba exports
 
 
 @intrinsic
@@ -64,14 +63,14 @@ def _sigmoid_f32(x):
     return s if x >= f(0.0) else e * s
 
 
-@overload(sigmoid, jit_options=dict(fastmath=_FASTMATH))
+@overload(sigmoid, jit_options=dict(fastmath=FASTMATH))
 def _sigmoid_overload(x):
     if isinstance(x, types.Float) and x.bitwidth == 32:
         return _sigmoid_f32
     return sigmoid
 
 
-@overload(silu_grad, jit_options=dict(fastmath=_FASTMATH))
+@overload(silu_grad, jit_options=dict(fastmath=FASTMATH))
 def _silu_grad_overload(x):
     if isinstance(x, types.Float) and x.bitwidth == 32:
         def impl(x):
@@ -90,7 +89,7 @@ def _cast_like_overload(value, like):
     return impl
 
 
-@jit(fastmath=_FASTMATH)
+@jit(fastmath=FASTMATH)
 def _valid_range(j, stride, pad, size_in, size_out):
     """Output positions o in [lo, hi) whose input position o*stride - pad + j lies in [0, size_in)."""
     lo = max(0, (pad - j + stride - 1) // stride)
@@ -98,7 +97,7 @@ def _valid_range(j, stride, pad, size_in, size_out):
     return lo, max(lo, hi)
 
 
-@jit(parallel=True, fastmath=_FASTMATH)
+@jit(parallel=True, fastmath=FASTMATH)
 def im2col(x, k, stride, pad, up, ho, wo, cols):
     """Unfold ``x`` (C, N, H, W) into ``cols`` (C*k*k, N*ho*wo) for a k×k convolution.
 
@@ -140,7 +139,7 @@ def im2col(x, k, stride, pad, up, ho, wo, cols):
                         cols[r, row + ox] = x[c, n, sy, ox * stride + off]
 
 
-@jit(parallel=True, fastmath=_FASTMATH)
+@jit(parallel=True, fastmath=FASTMATH)
 def im2col_same(x, h, w, k, pad, cols):
     """:func:`im2col` for stride 1, no upsampling and "same" output size (2*pad = k - 1), on x viewed as (C, N, H*W).
 
@@ -174,7 +173,7 @@ def im2col_same(x, h, w, k, pad, cols):
                         cols[r, base + oy * w + ox] = 0.0
 
 
-@jit(parallel=True, fastmath=_FASTMATH)
+@jit(parallel=True, fastmath=FASTMATH)
 def col2im(cols, k, stride, pad, up, ho, wo, dx):
     """Adjoint of :func:`im2col`: sum ``cols`` (C*k*k, N*ho*wo) back into ``dx`` (C, N, H, W) (overwritten)."""
     c_in, n_b, h, w = dx.shape
@@ -204,7 +203,7 @@ def col2im(cols, k, stride, pad, up, ho, wo, dx):
                                 dx[c, n, sy, ox * stride + off] += cols[r, row + ox]
 
 
-@jit(parallel=True, fastmath=_FASTMATH)
+@jit(parallel=True, fastmath=FASTMATH)
 def group_norm_fwd(x, groups, gamma, beta, scale, shift, act, eps, y, mean, rstd):
     """Group norm over (channels of a group, spatial) per sample, then affine, scale-shift and optional SiLU.
 
@@ -249,7 +248,7 @@ def group_norm_fwd(x, groups, gamma, beta, scale, shift, act, eps, y, mean, rstd
                     y[c, n, s] = x[c, n, s] * am + aa
 
 
-@jit(parallel=True, fastmath=_FASTMATH)
+@jit(parallel=True, fastmath=FASTMATH)
 def group_norm_bwd(dy, x, groups, gamma, beta, scale, shift, act, mean, rstd,
                    dx, dgamma_part, dbeta_part, dscale, dshift):
     """Backward of :func:`group_norm_fwd` (same arguments), everything overwritten.
@@ -309,7 +308,7 @@ def group_norm_bwd(dy, x, groups, gamma, beta, scale, shift, act, mean, rstd,
                 dx[c, n, s] = r * (dx[c, n, s] - m1 - xh * m2)
 
 
-@jit(parallel=True, fastmath=_FASTMATH)
+@jit(parallel=True, fastmath=FASTMATH)
 def bias_act_fwd(z, bias, act, y):
     """In place ``z += bias`` (bias broadcast along the last axis of the 2-D ``z``), then y = SiLU(z) if ``act`` else z.
 
@@ -329,7 +328,7 @@ def bias_act_fwd(z, bias, act, y):
                 y[i, j] = v
 
 
-@jit(parallel=True, fastmath=_FASTMATH)
+@jit(parallel=True, fastmath=FASTMATH)
 def bias_act_rows(src, bias, act, z, y):
     """z = src + bias[:, None] (bias along axis 0, e.g. (Cout, N*H*W)); y = SiLU(z) if ``act`` else z.
 
@@ -348,7 +347,7 @@ def bias_act_rows(src, bias, act, z, y):
                 z[i, j] = src[i, j] + b
 
 
-@jit(parallel=True, fastmath=_FASTMATH)
+@jit(parallel=True, fastmath=FASTMATH)
 def silu_fwd(x, y):
     """y = SiLU(x) = x * sigmoid(x) elementwise on 2-D arrays."""
     rows, cols = x.shape
@@ -358,7 +357,7 @@ def silu_fwd(x, y):
             y[i, j] = v * sigmoid(v)
 
 
-@jit(parallel=True, fastmath=_FASTMATH)
+@jit(parallel=True, fastmath=FASTMATH)
 def silu_bwd(dy, z, dz):
     """dz = dy * SiLU'(z) elementwise on 2-D arrays, SiLU'(z) = s(z) * (1 + z * (1 - s(z))), s = logistic."""
     rows, cols = z.shape
@@ -375,7 +374,7 @@ def as2d(a):
 
 
 
-@jit(parallel=True, fastmath=_FASTMATH)
+@jit(parallel=True, fastmath=FASTMATH)
 def adamw_update(p, g, m, v, lr, beta1, beta2, eps, weight_decay, bc1, bc2):
     """One AdamW step in place on flat arrays p, g, m, v (decoupled weight decay, as torch.optim.AdamW).
 
