@@ -41,6 +41,13 @@ def test_unet_round_trip(tmp_path):
         assert np.array_equal(v, m2.parameters()[k])
 
 
+def test_saved_files_get_the_usual_permissions(saved):
+    _, path = saved
+    mask = os.umask(0)
+    os.umask(mask)
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~mask
+
+
 def test_failed_save_leaves_the_old_file(saved, monkeypatch):
     m, path = saved
     before = open(path, "rb").read()

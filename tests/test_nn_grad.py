@@ -4,7 +4,7 @@ import pytest
 
 import fmq_np as fq
 from fmq_np.nn import layers
-import naive_nn as naive
+import naive
 from gradcheck import check_directional, check_jacobian, module_arrays
 
 F64 = np.float64

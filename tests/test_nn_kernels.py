@@ -1,10 +1,10 @@
-"""Numba kernels of fmq_np.nn.kernels against the plain-NumPy references in naive_nn.py."""
+"""Numba kernels of fmq_np.nn.kernels against the plain-NumPy references in naive.py."""
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
 from fmq_np.nn import kernels
-import naive_nn as naive
+import naive
 
 DTYPES = [np.float32, np.float64]
 TOL = {np.float32: dict(rtol=2e-5, atol=2e-5), np.float64: dict(rtol=1e-12, atol=1e-12)}

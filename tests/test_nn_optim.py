@@ -4,7 +4,7 @@ import pytest
 
 import fmq_np as fq
 from fmq_np import InputError
-import naive_nn as naive
+import naive
 
 
 def _params(rng):

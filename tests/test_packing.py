@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-import naive_packing as naive
+import naive
 from fmq_np.errors import InputError
 from fmq_np.quant.packing import pack_codes, packed_nbytes, unpack_codes
 

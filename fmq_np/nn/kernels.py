@@ -4,7 +4,7 @@ AdamW update.
 Image tensors here use the *channel-major* layout ``(C, N, H, W)`` (written CNHW): a convolution is then one GEMM
 ``W (Cout, Cin*k*k) @ cols (Cin*k*k, N*Ho*Wo)`` whose result is already CNHW. Every kernel writes into an output
 array given by the caller (preallocated buffers), works for float32 and float64, and has a plain-NumPy reference in
-``tests/naive_nn.py``.
+``tests/naive.py``.
 
 Precision: float64 arrays get exact libm arithmetic. float32 arrays stay in float32 (group-norm statistics and
 reductions are accumulated in float64) and the logistic function uses a vectorisable Cephes-style ``expf``
