@@ -177,7 +177,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes (a smoke test, not the reported figures)")
     ap.add_argument("--json", default=os.path.join(ROOT, "benchmarks", "results", "quant.json"))
-    ap.add_argument("--markdown", default=os.path.join(ROOT, "benchmarks", "results", "quant.md"))
+    ap.add_argument("--markdown", default=None, help="also write the Markdown table to this file")
     args = ap.parse_args(argv)
     q = args.quick
     res = dict(machine=f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
@@ -198,6 +198,7 @@ def main(argv=None):
         os.makedirs(os.path.dirname(args.json), exist_ok=True)
         with open(args.json, "w") as fh:
             json.dump(res, fh, indent=1)
+    if args.markdown:
         with open(args.markdown, "w") as fh:
             fh.write(markdown(res, cmd))
     print(markdown(res, cmd))
