@@ -45,7 +45,7 @@ def _configure_cache():
     fallback = _fallback_cache_dir()
     if fallback is not None:
         os.environ["NUMBA_CACHE_DIR"] = fallback
-        if "numba" in sys.modules:  # numba read its config already: tell it too
+        if "numba" in sys.modules:  # imported before fmq_np, numba read its config already: tell it too
             from numba.core import config
             config.CACHE_DIR = fallback
 
@@ -54,8 +54,7 @@ _configure_cache()
 # OpenMP worker threads that spin between parallel launches stall every launch whenever the cores are shared
 # (30 ms instead of 3 ms per call measured on a loaded 2-core machine); sleeping workers cost microseconds.
 os.environ.setdefault("OMP_WAIT_POLICY", "passive")
-
-import numba  # noqa: E402  (after the cache set-up on purpose)
+# numba itself is imported only by the modules that compile kernels, so ``import fmq_np`` stays light.
 
 #: fastmath flags for float kernels of the networks: reassociation/contraction allowed, but NaN and Inf keep their
 #: meaning (no ``nnan``/``ninf``), so non-finite values are still detected and propagated.
@@ -70,6 +69,7 @@ def jit(*args, fastmath=False, parallel=False, **kwargs):
 
     Usable bare (``@jit``) or with options (``@jit(parallel=True)``, ``@jit(fastmath=FASTMATH)``).
     """
+    import numba
     options = dict(cache=True, nogil=True, fastmath=fastmath, parallel=parallel, **kwargs)
     if len(args) == 1 and callable(args[0]):
         return numba.njit(**options)(args[0])
@@ -78,6 +78,7 @@ def jit(*args, fastmath=False, parallel=False, **kwargs):
 
 def set_threads(n=None):
     """Set the number of Numba threads (``None``: ``FMQ_NP_THREADS`` or all cores). Returns the number in use."""
+    import numba
     if n is None:
         n = int(os.environ.get("FMQ_NP_THREADS", "0")) or numba.config.NUMBA_NUM_THREADS
     numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
@@ -86,6 +87,7 @@ def set_threads(n=None):
 
 def get_threads():
     """Number of threads Numba's parallel kernels use now."""
+    import numba
     return numba.get_num_threads()
 
 
