@@ -12,8 +12,21 @@ import numpy as np
 from .errors import FmqError
 
 
+def _check_output(*paths):
+    """Fail before any long work when an output file could not be written: its folder must exist and be writable."""
+    for path in paths:
+        if path is None:
+            continue
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise FmqError(f"{path}: folder {folder} does not exist")
+        if not os.access(folder, os.W_OK):
+            raise FmqError(f"{path}: folder {folder} is not writable")
+
+
 def _train(args):
     from . import datasets, flow, io, nn
+    _check_output(args.out, args.checkpoint)
     name = datasets.canonical(args.dataset)
     if args.model == "mlp":
         if name not in datasets.TOYS:
@@ -40,6 +53,7 @@ def _train(args):
 
 def _sample(args):
     from . import flow, images, io
+    _check_output(args.out, args.png)
     model, kind = io.load_velocity_model(args.model)
     x = flow.sample(model, n=args.n, solver=args.solver, steps=args.steps, seed=args.seed, atol=args.atol,
                     rtol=args.rtol)
@@ -53,6 +67,7 @@ def _sample(args):
 
 def _bounds(args):
     from .theory.cli_bounds import run_bounds
+    _check_output(args.json)
     print(run_bounds(args.model, args.quantized, json_out=args.json, n_samples=args.n, solver=args.solver,
                      steps=args.steps, seed=args.seed, splits=args.splits, margin=args.margin))
 
@@ -108,6 +123,7 @@ def _is_fmq_model(path):
 
 def _quantize(args):
     from . import io, quant
+    _check_output(args.out)
     arrays, origin = _read_named_arrays(args.input)
     qm = quant.quantize_model(arrays, bits=args.bits, method=args.method, granularity=args.granularity,
                               group_size=args.group_size, paper_compat=args.paper_compat)

@@ -35,6 +35,8 @@ def test_train_digits_unet(tmp_path):
     (["train", "--dataset", "digits", "--model", "mlp", "--out", "x.h5"], "needs a 2-D dataset"),
     (["train", "--dataset", "moons", "--steps", "0", "--out", "x.h5"], "steps must be"),
     (["sample", "missing.h5"], "no such file"),
+    (["train", "--dataset", "moons", "--out", "no/such/folder/m.h5"], "does not exist"),
+    (["quantize", "missing.npz", "--out", "no/such/folder/q.h5"], "does not exist"),
 ])
 def test_errors_are_one_line(argv, needle, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
