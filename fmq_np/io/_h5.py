@@ -55,6 +55,17 @@ def read_attr(obj, name, kind, path):
     return value
 
 
+def check_format(f, path, expected, version, what):
+    """FormatError unless the root attrs say ``format == expected`` (a file of kind ``what``) and a ``format_version``
+    this code reads."""
+    found = read_attr(f, "format", str, path)
+    if found != expected:
+        raise FormatError(f"{path}: not an fmq_np {what} (format {found!r}, expected {expected!r})")
+    v = read_attr(f, "format_version", int, path)
+    if v != version:
+        raise FormatError(f"{path}: {expected} format_version {v} is not supported (this fmq_np reads {version})")
+
+
 def read_dataset(f, name, path, dtype=None, shape=None):
     """Read dataset ``name`` fully, checking existence, size limit, dtype and shape; FormatError on any problem."""
     obj = f.get(name)

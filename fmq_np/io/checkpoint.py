@@ -17,7 +17,7 @@ import h5py
 import numpy as np
 
 from ..errors import FmqError, FormatError
-from ._h5 import atomic_h5, open_h5, read_attr, read_dataset
+from ._h5 import atomic_h5, check_format, open_h5, read_attr, read_dataset
 
 FORMAT = "fmq_np.model"
 VERSION = 1
@@ -44,7 +44,7 @@ def save_model(path, model, meta=None, train_state=None):
 def load_model(path):
     """Rebuild the model stored in ``path`` (float checkpoint). Returns ``(model, meta)``."""
     with open_h5(path) as f:
-        check_format(f, path, FORMAT, VERSION)
+        check_format(f, path, FORMAT, VERSION, "model checkpoint")
         model = build_model(read_attr(f, "model_class", str, path), read_json_attr(f, "model_config", path), path)
         names = read_json_attr(f, "param_names", path)
         params = read_params(f, "params", model.parameters(), path)
@@ -57,7 +57,7 @@ def load_model(path):
 def load_train_state(path, model):
     """The resume state of a checkpoint written by ``fit`` for ``model`` (same class/config)."""
     with open_h5(path) as f:
-        check_format(f, path, FORMAT, VERSION)
+        check_format(f, path, FORMAT, VERSION, "model checkpoint")
         if read_attr(f, "model_class", str, path) != type(model).__name__ or \
                 _architecture(read_json_attr(f, "model_config", path)) != _architecture(model.config()):
             raise FormatError(f"{path}: checkpoint holds a different model than the one being trained")
@@ -78,16 +78,6 @@ def _architecture(config):
     if not isinstance(config, dict):
         return config
     return json.loads(json.dumps({k: v for k, v in config.items() if k != "seed"}))
-
-
-def check_format(f, path, expected, version):
-    """FormatError unless the root attrs say ``format == expected`` and a version this code reads."""
-    found = read_attr(f, "format", str, path)
-    if found != expected:
-        raise FormatError(f"{path}: format is {found!r}, expected {expected!r}")
-    v = read_attr(f, "format_version", int, path)
-    if v != version:
-        raise FormatError(f"{path}: {expected} version {v} is not supported (this fmq_np reads version {version})")
 
 
 def read_json_attr(obj, name, path):

@@ -27,7 +27,7 @@ import numpy as np
 
 from ..errors import FmqError, FormatError, InputError
 from ..quant.packing import pack_codes, packed_nbytes, unpack_codes
-from ._h5 import MAX_ELEMENTS, atomic_h5, open_h5, read_attr, read_dataset
+from ._h5 import MAX_ELEMENTS, atomic_h5, check_format, open_h5, read_attr, read_dataset
 
 FORMAT = "fmq_np.quantized"
 VERSION = 1
@@ -73,12 +73,7 @@ def load_quantized(path):
     from ..quant.model import QuantizedModel
     with open_h5(path) as f:
         try:
-            fmt = read_attr(f, "format", str, path)
-            if fmt != FORMAT:
-                raise FormatError(f"{path}: not an fmq_np quantized model (format {fmt!r})")
-            version = read_attr(f, "format_version", int, path)
-            if version != VERSION:
-                raise FormatError(f"{path}: format_version {version} is not supported (this fmq_np reads {VERSION})")
+            check_format(f, path, FORMAT, VERSION, "quantized model")
             meta = _loads(read_attr(f, "meta", str, path), path, "meta")
             n = read_attr(f, "n_tensors", int, path)
             group = f.get("tensors")

@@ -654,7 +654,8 @@ def _dp_first_layer(D, S1, S2, W, unit, n):
 
 
 @jit
-def _dp_serial(row, wrow, unit, k, out):
+def _dp_setup(row, wrow, unit, k):
+    """Sorted data, prefix sums, the argmin table and the first DP layer shared by both DP drivers."""
     s, centre, S1, S2, W = _dp_prepare(row, wrow, unit)
     n = s.shape[0]
     kk = min(k, n)
@@ -662,6 +663,12 @@ def _dp_serial(row, wrow, unit, k, out):
     Dp = np.empty(n + 1)
     Dc = np.empty(n + 1)
     _dp_first_layer(Dp, S1, S2, W, unit, n)
+    return s, centre, S1, S2, W, n, kk, arg, Dp, Dc
+
+
+@jit
+def _dp_serial(row, wrow, unit, k, out):
+    s, centre, S1, S2, W, n, kk, arg, Dp, Dc = _dp_setup(row, wrow, unit, k)
     for m in range(1, kk):
         jlo = n if m == kk - 1 else m + 1
         _layer_serial(Dp, Dc, arg[m], arg[m - 1], S1, S2, W, unit, jlo, n - (kk - 1 - m), m, n - (kk - 1 - m) - 1)
@@ -677,13 +684,7 @@ def _dp_rows(w, weights, unit, k, out):
 
 @jit
 def _dp_one(row, wrow, unit, k, out):
-    s, centre, S1, S2, W = _dp_prepare(row, wrow, unit)
-    n = s.shape[0]
-    kk = min(k, n)
-    arg = np.zeros((kk, n + 1), np.int32)
-    Dp = np.empty(n + 1)
-    Dc = np.empty(n + 1)
-    _dp_first_layer(Dp, S1, S2, W, unit, n)
+    s, centre, S1, S2, W, n, kk, arg, Dp, Dc = _dp_setup(row, wrow, unit, k)
     for m in range(1, kk):
         jlo = n if m == kk - 1 else m + 1
         _layer_parallel(Dp, Dc, arg[m], arg[m - 1], S1, S2, W, unit, jlo, n - (kk - 1 - m), m)
