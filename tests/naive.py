@@ -262,3 +262,24 @@ def adamw(p, g, m, v, step, lr, beta1, beta2, eps, weight_decay):
     mhat = m / (1.0 - beta1 ** step)
     vhat = v / (1.0 - beta2 ** step)
     return p - lr * mhat / (np.sqrt(vhat) + eps), m, v
+
+
+def subpixel_scatter(zg, h, w):
+    """zg (4, C, n, (h+1)*(w+1)) phase grids -> (C, n*2h*2w): out[c, n, 2a+py, 2b+px] = zg[2py+px, c, n, a+py, b+px]."""
+    _, c, n, _ = zg.shape
+    grids = zg.reshape(4, c, n, h + 1, w + 1)
+    out = np.zeros((c, n, 2 * h, 2 * w), dtype=zg.dtype)
+    for py in range(2):
+        for px in range(2):
+            out[:, :, py::2, px::2] = grids[2 * py + px, :, :, py:py + h, px:px + w]
+    return out.reshape(c, -1)
+
+
+def subpixel_gather(dy, h, w):
+    """Adjoint of subpixel_scatter: dy (C, n, 2h, 2w) -> (4, C, n, (h+1)*(w+1)), unread grid positions 0."""
+    c, n = dy.shape[:2]
+    grids = np.zeros((4, c, n, h + 1, w + 1), dtype=dy.dtype)
+    for py in range(2):
+        for px in range(2):
+            grids[2 * py + px, :, :, py:py + h, px:px + w] = dy[:, :, py::2, px::2]
+    return grids.reshape(4, c, n, -1)

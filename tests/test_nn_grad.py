@@ -25,7 +25,8 @@ def test_linear_full_jacobian(act):
 
 
 @pytest.mark.parametrize("k,stride,pad,up,act", [(3, 1, 1, 1, None), (3, 2, 1, 1, "silu"), (3, 1, 1, 2, None),
-                                                 (1, 1, 0, 1, None), (2, 2, 0, 1, None)])
+                                                 (3, 1, 1, 2, "silu"), (3, 1, 0, 2, None), (1, 1, 0, 1, None),
+                                                 (2, 2, 0, 1, None)])
 @pytest.mark.parametrize("chunked", [False, True])
 def test_conv2d_forward_and_full_jacobian(k, stride, pad, up, act, chunked, monkeypatch):
     if chunked:   # one sample per unfolded block: exercises the accumulation over blocks

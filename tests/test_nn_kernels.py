@@ -38,7 +38,7 @@ def test_im2col_col2im_match_reference(geom, dtype, seed):
     np.testing.assert_array_equal(cols, naive.im2col(x, k, stride, pad, up, ho, wo))
     if stride == 1 and up == 1 and 2 * pad == k - 1:
         cols_same = np.full_like(cols, np.nan)
-        kernels.im2col_same(x.reshape(c, n, h * w), h, w, k, pad, cols_same)
+        kernels.im2col_same(x.reshape(c, n, h * w), 0, n, h, w, k, pad, cols_same)
         np.testing.assert_array_equal(cols_same, cols)
     g = rng.standard_normal(cols.shape).astype(dtype)
     dx = np.full(x.shape, np.nan, dtype=dtype)
@@ -151,7 +151,25 @@ def test_float32_silu_is_accurate_over_the_whole_range_and_keeps_non_finite_valu
 def test_im2col_same_matches_reference_on_sample_blocks(k, h, w):
     rng = np.random.default_rng(k * 100 + h * 10 + w)
     x = rng.standard_normal((2, 5, h, w)).astype(np.float32)
-    block = x[:, 1:4]                       # a block of samples: a non-contiguous view, as Conv2d passes it
+    block = x[:, 1:4]                       # a block of samples, as Conv2d unfolds them
     cols = np.full((2 * k * k, 3 * h * w), np.nan, np.float32)
-    kernels.im2col_same(block.reshape(2, 3, h * w), h, w, k, k // 2, cols)
+    kernels.im2col_same(x.reshape(2, 5, h * w), 1, 4, h, w, k, k // 2, cols)
     np.testing.assert_array_equal(cols, naive.im2col(np.ascontiguousarray(block), k, 1, k // 2, 1, h, w))
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 3), st.integers(1, 3), st.integers(1, 5), st.integers(1, 5), st.sampled_from(DTYPES),
+       st.integers(0, 2**31))
+def test_subpixel_scatter_and_gather_match_reference(c, n, h, w, dtype, seed):
+    rng = np.random.default_rng(seed)
+    zg = rng.standard_normal((4, c, n, (h + 1) * (w + 1))).astype(dtype)
+    out = np.full((c, n * 4 * h * w), np.nan, dtype=dtype)
+    kernels.subpixel_scatter(zg, h, w, out)
+    np.testing.assert_array_equal(out, naive.subpixel_scatter(zg, h, w))
+    dy = rng.standard_normal((c, n + 2, 4 * h * w)).astype(dtype)    # samples 1..n of a larger batch
+    dzg = np.full(zg.shape, np.nan, dtype=dtype)
+    kernels.subpixel_gather(dy, 1, n + 1, h, w, dzg)
+    np.testing.assert_array_equal(dzg, naive.subpixel_gather(dy[:, 1:n + 1].reshape(c, n, 2 * h, 2 * w), h, w))
+    # adjoint identity <scatter(zg), dy> = <zg, gather(dy)>, independent of the references
+    lhs = np.sum(out.astype(np.float64) * dy[:, 1:n + 1].reshape(c, -1))
+    np.testing.assert_allclose(lhs, np.sum(zg.astype(np.float64) * dzg), rtol=1e-9)

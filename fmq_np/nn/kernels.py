@@ -140,37 +140,84 @@ def im2col(x, k, stride, pad, up, ho, wo, cols):
 
 
 @jit(parallel=True, fastmath=FASTMATH)
-def im2col_same(x, h, w, k, pad, cols):
-    """:func:`im2col` for stride 1, no upsampling and "same" output size (2*pad = k - 1), on x viewed as (C, N, H*W).
+def im2col_same(x, n0, n1, h, w, k, pad, cols):
+    """:func:`im2col` of samples n0..n1-1 for stride 1, no upsampling and "same" output size (2*pad = k - 1).
 
-    Each row of ``cols`` is, per sample, the flattened image shifted by (i - pad)*W + (j - pad) (one long
-    vectorisable copy) with the wrapped-around border columns and rows set to 0.
+    ``x`` is the whole C-contiguous batch viewed as (C, N, H*W) (a contiguous array lets Numba vectorise the
+    copies); ``cols`` is (C*k*k, (n1-n0)*H*W). Each row of ``cols`` is, per sample, the flattened image shifted by
+    (i - pad)*W + (j - pad) (one long slice copy) with the wrapped-around border columns and rows set to 0.
     """
-    c_in, n_b, hw = x.shape
+    c_in, _, hw = x.shape
+    n_b = n1 - n0
     for r in prange(c_in * k * k):
         c = r // (k * k)
         i = (r // k) % k
         j = r % k
         dj = j - pad
         shift = (i - pad) * w + dj
-        q0 = max(0, -shift)
-        q1 = min(hw, hw - shift)
+        q0 = min(hw, max(0, -shift))          # clamped: a kernel wider than the image shifts everything out
+        q1 = max(q0, min(hw, hw - shift))
+        edge = min(w, abs(dj))
+        row = cols[r]
         for n in range(n_b):
-            base = n * hw
-            for q in range(q0):
-                cols[r, base + q] = 0.0
-            for q in range(q1, hw):
-                cols[r, base + q] = 0.0
-            for q in range(q0, q1):
-                cols[r, base + q] = x[c, n, q + shift]
+            dst = row[n * hw:(n + 1) * hw]
+            dst[:q0] = 0.0
+            dst[q1:] = 0.0
+            dst[q0:q1] = x[c, n0 + n, q0 + shift:q1 + shift]
             if dj < 0:
                 for oy in range(h):
-                    for ox in range(-dj):
-                        cols[r, base + oy * w + ox] = 0.0
+                    dst[oy * w:oy * w + edge] = 0.0
             elif dj > 0:
                 for oy in range(h):
-                    for ox in range(w - dj, w):
-                        cols[r, base + oy * w + ox] = 0.0
+                    dst[(oy + 1) * w - edge:(oy + 1) * w] = 0.0
+
+
+@jit(parallel=True, fastmath=FASTMATH)
+def subpixel_scatter(zg, h, w, out):
+    """Interleave the four phase outputs of an upsample-by-2 convolution into the full-size image.
+
+    ``zg`` (4, C, n, (h+1)*(w+1)): phase p = 2*py + px computed on the (h+1)×(w+1) grid of 2×2 windows of the
+    h×w input; ``out`` (C, n*2h*2w) gets ``out[c, n, 2a+py, 2b+px] = zg[p, c, n, a+py, b+px]``.
+    """
+    _, c_out, n_b, _ = zg.shape
+    w1 = w + 1
+    w2 = 2 * w
+    for c in prange(c_out):
+        for n in range(n_b):
+            base = n * 4 * h * w
+            for p in range(4):
+                py = p >> 1
+                px = p & 1
+                src = zg[p, c, n]
+                for a in range(h):
+                    s0 = (a + py) * w1 + px
+                    d0 = base + (2 * a + py) * w2 + px
+                    for b in range(w):
+                        out[c, d0 + 2 * b] = src[s0 + b]
+
+
+@jit(parallel=True, fastmath=FASTMATH)
+def subpixel_gather(dy, n0, n1, h, w, dzg):
+    """Adjoint of :func:`subpixel_scatter` for samples n0..n1-1 of ``dy`` (C, N, 2h*2w), C-contiguous.
+
+    ``dzg`` (4, C, n1-n0, (h+1)*(w+1)) is overwritten: the grid positions no output reads are 0.
+    """
+    c_out = dy.shape[0]
+    w1 = w + 1
+    w2 = 2 * w
+    for c in prange(c_out):
+        for n in range(n1 - n0):
+            src = dy[c, n0 + n]
+            for p in range(4):
+                py = p >> 1
+                px = p & 1
+                dst = dzg[p, c, n]
+                dst[:] = 0.0
+                for a in range(h):
+                    d0 = (a + py) * w1 + px
+                    s0 = (2 * a + py) * w2 + px
+                    for b in range(w):
+                        dst[d0 + b] = src[s0 + 2 * b]
 
 
 @jit(parallel=True, fastmath=FASTMATH)
