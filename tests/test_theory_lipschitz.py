@@ -77,7 +77,7 @@ def test_silu_interval_helpers_are_exact_enclosures():
     assert np.all(net.silu_slope(lo, hi) >= np.abs(net.silu_deriv(grid)).max(1))
 
 
-def test_unet_has_no_whole_network_bound():
+def test_parameter_only_bound_refuses_the_unet():
     m = fq.nn.UNetVelocity(channels=1, size=8, width=8, mults=(1, 2), seed=0)
     with pytest.raises(FmqError, match="GroupNorm"):
         lip.lipschitz_upper(m.parameters())

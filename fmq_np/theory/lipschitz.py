@@ -15,6 +15,9 @@ and nearest ×2 up-sampling (norm 2) are composed in.
 Lower: the largest ‖J(x, t)v‖/‖v‖ found by power iteration on JᵀJ at points along sampled trajectories, with J v
 by central differences of the float64 model and Jᵀu by the model's hand-written backward pass.
 
+U-Net: :class:`fmq_np.theory.unet_bounds.UNetCertifier` composes these convolution norms with GroupNorm's
+1/σ (σ bounded below on a box) along the residual and skip graph.
+
 Why the upper bound is loose: the product of per-layer norms assumes the top singular directions of consecutive
 layers line up and that every neuron sits at its steepest slope at once; on trained MLPs the gap to the sampled
 lower estimate is typically 3–30× and grows with depth.
@@ -35,6 +38,18 @@ def spectral_norm(a):
     return np.linalg.svd(a, compute_uv=False)[..., 0]
 
 
+def mlp_lipschitz_boxes(layers, box_lo, box_hi):
+    """(n_boxes,) certified x-Lipschitz bounds of the MLP ``layers`` (:func:`~.network.mlp_layers`), one per box
+    (rows of box_lo/box_hi, (n_boxes, dim + 1)): ‖W_0[:, :dim]‖₂ · Π ‖W_i S_{i−1}‖₂ with the boxes' SiLU' bounds."""
+    dim = layers[0][0].shape[1] - 1
+    ranges = mlp_ranges(layers, box_lo, box_hi)
+    per_box = np.full(len(box_lo), float(spectral_norm(layers[0][0][:, :dim])))
+    for (w, _), (_, _, z_lo, z_hi) in zip(layers[1:], ranges[:-1]):
+        s = silu_slope(z_lo, z_hi)                           # (n_boxes, fan_in of w)
+        per_box *= spectral_norm(w[None, :, :] * s[:, None, :])
+    return per_box * (1.0 + 1e-9)
+
+
 def mlp_lipschitz_upper(params, lo=None, hi=None, t_range=(0.0, 1.0), splits=1):
     """Certified upper bound on the x-Lipschitz constant of an MLPVelocity (parameter dict), globally or on a box."""
     layers = mlp_layers(params)
@@ -43,12 +58,7 @@ def mlp_lipschitz_upper(params, lo=None, hi=None, t_range=(0.0, 1.0), splits=1):
     if lo is None:
         return float(first * np.prod([spectral_norm(w) * SILU_DERIV_MAX for w, _ in layers[1:]]))
     box_lo, box_hi = make_boxes(lo, hi, t_range, splits)
-    ranges = mlp_ranges(layers, box_lo, box_hi)
-    per_box = np.full(len(box_lo), float(first))
-    for (w, _), (_, _, z_lo, z_hi) in zip(layers[1:], ranges[:-1]):
-        s = silu_slope(z_lo, z_hi)                           # (n_boxes, fan_in of w)
-        per_box *= spectral_norm(w[None, :, :] * s[:, None, :])
-    return float(per_box.max())
+    return float(mlp_lipschitz_boxes(layers, box_lo, box_hi).max())
 
 
 def _conv_grid(size, k, padding):
@@ -136,10 +146,10 @@ def lipschitz_lower(model, x0, steps=10, iters=20, seed=0):
 def lipschitz_upper(params, lo=None, hi=None, t_range=(0.0, 1.0), splits=1):
     """Certified L for an MLPVelocity parameter dict (see :func:`mlp_lipschitz_upper`); InputError for others."""
     if not is_mlp(params):
-        raise InputError("a certified Lipschitz bound of the whole network is only available for MLPVelocity "
-                         "(GroupNorm in the U-Net is not Lipschitz without a variance floor)")
+        raise InputError("lipschitz_upper takes MLPVelocity parameters; for a U-Net (GroupNorm, needs the model) use "
+                         "fmq_np.theory.unet_bounds.UNetPair(model, params_hat).error_bound")
     return mlp_lipschitz_upper(params, lo, hi, t_range, splits)
 
 
-__all__ = ["spectral_norm", "mlp_lipschitz_upper", "conv_operator_norm", "float64_copy", "jacobian_norm_lower",
-           "trajectory_points", "lipschitz_lower", "lipschitz_upper"]
+__all__ = ["spectral_norm", "mlp_lipschitz_boxes", "mlp_lipschitz_upper", "conv_operator_norm", "float64_copy",
+           "jacobian_norm_lower", "trajectory_points", "lipschitz_lower", "lipschitz_upper"]

@@ -21,10 +21,8 @@ part charges Σ|Ŵ|·radius, ignoring the cancellation between the errors of dif
 sub-box; the per-neuron error intervals forget their correlations (a vector of errors each at its own worst
 case); and the supremum is over the whole box while sampled points rarely hit the worst corner.
 
-U-Net: no certified ε is given. GroupNorm divides by the group's standard deviation, which no interval bound keeps
-away from zero, so neither its Lipschitz constant nor its output error is bounded without an assumption on the
-activations; :func:`error_bound` raises :class:`~fmq_np.errors.InputError` for it, and the U-Net is covered by
-the measured ε and the per-convolution operator norms (:func:`fmq_np.theory.lipschitz.conv_operator_norm`).
+U-Net: :mod:`fmq_np.theory.unet_bounds` (it needs the model for the architecture, so :func:`error_bound`, which
+takes parameter dicts only, raises :class:`~fmq_np.errors.InputError` for it).
 """
 from dataclasses import dataclass
 
@@ -250,10 +248,10 @@ def is_mlp(params):
 
 
 def error_bound(params, params_hat, lo, hi, t_range=(0.0, 1.0), splits=4):
-    """Certified ε for a model's parameters vs their quantized version; MLPs only (see module doc for the U-Net)."""
+    """Certified ε for an MLP's parameters vs their quantized version (U-Net: :mod:`fmq_np.theory.unet_bounds`)."""
     if not is_mlp(params):
-        raise InputError("a certified velocity-error bound is only available for MLPVelocity models: the U-Net's "
-                         "GroupNorm has no Lipschitz constant without a lower bound on the group variance")
+        raise InputError("error_bound takes MLPVelocity parameters; for a U-Net (GroupNorm, needs the model) use "
+                         "fmq_np.theory.unet_bounds.UNetPair(model, params_hat).error_bound")
     return mlp_error_bound(params, params_hat, lo, hi, t_range, splits)
 
 
