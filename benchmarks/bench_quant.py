@@ -96,7 +96,8 @@ def bench_paper_ot(n_params, bits, repeats, naive_repeats):
 
     t_ours, out = median_time(ours, repeats)
     t_naive, ref = median_time(lambda: published_state_dict(sd, bits, "ot"), naive_repeats)
-    identical = all(np.array_equal(out[k], ref[k]) and out[k].dtype == ref[k].dtype for k in sd)
+    identical = all(out[k].dtype == ref[k].dtype and out[k].shape == ref[k].shape
+                    and out[k].tobytes() == ref[k].tobytes() for k in sd)          # bit for bit, signed zeros too
     return dict(n_params=int(sum(w.size for w in sd.values())), n_tensors=len(sd), bits=bits,
                 n_channels=int(sum(w.shape[0] if w.ndim > 1 else 1 for w in sd.values())),
                 ours_s=t_ours, naive_s=t_naive, speedup=t_naive / t_ours, identical=identical)
@@ -144,7 +145,8 @@ def markdown(res, cmd):
         "",
         f"Command: `{cmd}`  ",
         f"Machine: {res['machine']}, Numba threads: {res['threads']} ({res['threading_layer']} layer, "
-        f"OMP_WAIT_POLICY={res['omp_wait_policy']}), load average at start {res['load_average']}; "
+        f"OMP_WAIT_POLICY={res['omp_wait_policy']}), load average at start {res['load_average']}, at end "
+        f"{res.get('load_average_end', '?')}; "
         "medians of repeats, every ratio from one run.",
         "",
         "| task | fmq_np | peer | ratio | goal |",
@@ -193,6 +195,7 @@ def main(argv=None):
     print("first_calls", res["first_calls"], flush=True)
     import numba
     res["threading_layer"] = numba.threading_layer()
+    res["load_average_end"] = round(os.getloadavg()[0], 1)
     cmd = "/work/venv/bin/python benchmarks/bench_quant.py" + (" --quick" if q else "")
     if not q:
         os.makedirs(os.path.dirname(args.json), exist_ok=True)

@@ -223,7 +223,7 @@ def _make_chunk_means(nb_dtype):
                 vals[nv - 2] = vals[nv - 2] + vals[nv - 1]
                 nv -= 1
                 top -= 1
-        means[g, j] = vals[0] / size
+        means[g, j] = (vals[0] + (row[start] - row[start])) / size   # + 0.0: numpy's sum of zeros is +0.0
 
     return chunk_means
 
