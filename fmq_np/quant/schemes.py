@@ -7,6 +7,8 @@ Each scheme maps the grouped view ``w2`` (``(G, n)``, float32/float64, see :mod:
 ``"ot"``       the paper's equal-mass OT map: rank-based chunks of a stable sort (tied values: earlier flat position →
                lower chunk), chunk means as ``numpy.mean`` computes them in the tensor's dtype.
 ``"uniform"``  asymmetric min–max, in the tensor's dtype, round half to even; a constant group is reproduced exactly.
+               Codes are clipped to [0, k-1]: where (max − min)/(k − 1) is subnormal the published formula rounds
+               past the last level, fmq_np keeps to the k-level grid (the one deviation from the published code).
 ``"pwl"``      the published quantile-midpoint quantizer (float64 breakpoints from ``numpy.interp``).
 ``"log2"``     the published sign-split logarithmic quantizer (float64 level positions and distances).
 ``"ot-opt"``   ours: the exact W2-optimal (minimum-MSE) k-level codebook of each group, optionally weighted by
