@@ -223,7 +223,8 @@ def build_parser():
     p.add_argument("--solver", choices=SOLVERS[:4], default="euler", help="fixed-step solver (default euler)")
     p.add_argument("--steps", type=int, default=20, help="solver steps (default 20)")
     p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
-    p.add_argument("--splits", type=int, default=8, help="sub-boxes per axis for the MLP's interval bounds (default 8)")
+    p.add_argument("--splits", type=int, default=8,
+                   help="MLP: sub-boxes per axis of the interval bounds; U-Net: pieces of t in [0, 1] (default 8)")
     p.add_argument("--margin", type=float, default=0.5, help="widening of the input box (default 0.5)")
     p.add_argument("--json", help="also write the report as JSON here")
     p.set_defaults(run=_bounds)
