@@ -10,11 +10,12 @@ fmq_np.quant (per-channel defaults of ``quantize_model``) and compares, in float
 * the stage error on balls B(c, ρ) around visited points (what the tube consumes): certified sup‖v̂(x̂) − v(c)‖ vs
   the largest value found on 24 random points of the sphere, ρ = 1e-4, 1e-3, 1e-2;
 * the drift: global flow bound and stage tube bound (first 16 draws) vs the measured max drift (Euler, ``--nfe``
-  steps, 256 draws from the same noise).
+  steps, 256 draws from the same noise); also the measured RMS drift (an upper bound on W2 between the two sample
+  sets) and the sliced-W2 between the float and the quantized samples.
 
 Writes benchmarks/results/bounds_unet.json and prints a Markdown table (copied into benchmarks/README.md).
 
-    python benchmarks/bench_bounds.py [--steps 400] [--nfe 10] [--samples 256]
+    python benchmarks/bench_bounds.py [--steps 400] [--nfe 10] [--samples 256] [--bits 2,3,4,5,6,7,8]
 """
 import argparse
 import os
@@ -46,7 +47,7 @@ def evaluate(model, params_hat, x0, nfe, margin, rng):
     m64 = lipschitz.float64_copy(model)
     m64_hat = lipschitz.float64_copy(model)
     m64_hat.load_parameters(params_hat)
-    _, mx, _, _ = flow_bounds.pathwise_drift(m64, m64_hat, x0, "euler", nfe)
+    rms, mx, x1, x1_hat = flow_bounds.pathwise_drift(m64, m64_hat, x0, "euler", nfe)
     xa, ta = flow_bounds.visited_points(m64, x0, "euler", nfe)
     xb, tb = flow_bounds.visited_points(m64_hat, x0, "euler", nfe)
     pts, tms = np.concatenate([xa, xb]), np.concatenate([ta, tb])
@@ -70,7 +71,7 @@ def evaluate(model, params_hat, x0, nfe, margin, rng):
     tube = unet_tube_bound(model, params_hat, draws, "euler", nfe)
     _, tube_mx, _, _ = flow_bounds.pathwise_drift(m64, m64_hat, draws, "euler", nfe)
     finite_steps = int((np.isfinite(tube.history).all(axis=1)).sum() - 1)
-    return dict(eps_bound=eps, eps_measured=eps_meas, lipschitz_box=L, lipschitz_point=L_point, stage=stage,
+    return dict(drift_rms=rms, sliced_w2=fq.eval.sliced_w2(x1, x1_hat), eps_bound=eps, eps_measured=eps_meas, lipschitz_box=L, lipschitz_point=L_point, stage=stage,
                 drift_max=mx, flow_bound=flow_bounds.flow_bound(eps, L, "euler", nfe), tube_max=tube.max,
                 tube_drift_max=tube_mx, tube_history_max=tube.history.max(axis=1), tube_finite_steps=finite_steps)
 
@@ -81,6 +82,7 @@ def main():
     ap.add_argument("--nfe", type=int, default=10, help="Euler steps of the sampled flows (default 10)")
     ap.add_argument("--samples", type=int, default=256, help="noise draws for the measured drift (default 256)")
     ap.add_argument("--margin", type=float, default=0.1, help="widening of the box (default 0.1)")
+    ap.add_argument("--bits", default="2,4,8", help="comma list of bit widths (default 2,4,8)")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "bounds_unet.json"))
     args = ap.parse_args()
     data = fq.datasets.load("digits", seed=0)
@@ -92,7 +94,7 @@ def main():
     L_low = lipschitz.lipschitz_lower(lipschitz.float64_copy(model), x0[:32], steps=args.nfe)
     rows = []
     for method in METHODS:
-        for bits in (2, 4, 8):
+        for bits in [int(b) for b in args.bits.split(",")]:
             t0 = time.time()
             qm = fq.quant.quantize_model(model.parameters(), bits=bits, method=method)
             params_hat = {k: np.asarray(v, np.float64) for k, v in qm.dequantize().items()}
@@ -103,7 +105,8 @@ def main():
             print(f"| {method} | {bits} | {r['eps_bound'] / r['eps_measured']:.3g} | "
                   f"{r['lipschitz_point']:.2g} / {r['lipschitz_box']:.2g} | "
                   + " | ".join(f"{s[k]['ratio_median']:.3g}" for k in s)
-                  + f" | {r['drift_max']:.3g} | {r['flow_bound']:.3g} | {r['tube_max']:.3g} "
+                  + f" | {r['drift_rms']:.3g} | {r['sliced_w2']:.3g} | {r['drift_max']:.3g} | {r['flow_bound']:.3g}"
+                  f" | {r['tube_max']:.3g} "
                   f"({r['tube_finite_steps']}) |", flush=True)
     report.write_json(args.out, dict(config=vars(args), lipschitz_lower=L_low, rows=rows))
     print(f"Lipschitz lower estimate {L_low:.3g}; wrote {args.out}")
