@@ -10,9 +10,12 @@ kernels run in Numba's CUDA simulator. Device work and host work:
   computes its code ``rint((w - min) / d)`` (round half to even, done exactly on the integer part and the exact
   fraction). The levels ``c * d + min`` are computed on the host with NumPy, so no fused multiply-add can change
   a bit of them.
-* ``ot_equal_mass``: the stable sort of each row runs on the host (``numpy.argsort(kind="stable")`` = the CPU
-  kernel's order); one thread per (group, chunk) computes the chunk mean with NumPy's pairwise summation (the
-  recursion unrolled on a small per-thread stack); ranking the k' means and scattering codes happen on the host.
+* ``ot_equal_mass``: each row is sorted on the device by a bitonic network over (value, position) pairs — ties
+  broken by position, so the order is the stable ``numpy.argsort(kind="stable")`` order the CPU kernel follows;
+  rows are padded to a power of two with entries that sort last; one launch per network stage, one thread per
+  compared pair. One thread per (group, chunk) then computes the chunk mean with NumPy's pairwise summation (the
+  recursion unrolled on a small per-thread stack) and one thread per value writes its code; only the (G, k')
+  means travel to the host, to be ranked.
 * ``pack_codes`` / ``unpack_codes``: one thread per block of 8 codes (= ``bits`` bytes).
 
 The other kernels (``pwl``, ``sign_ranges``, ``log2_assign``, ``optimal_levels``, ``canonicalize``,
@@ -40,6 +43,12 @@ _STACK = 64         # pairwise-summation stack depth: n up to 128 * 2**60
 def _grid(n):
     """``(blocks, threads)`` covering ``n`` threads (at least one block)."""
     return max(1, (n + _THREADS - 1) // _THREADS), _THREADS
+
+
+def _strided_grid(n):
+    """``(blocks, threads)`` for a grid-stride kernel over ``n`` items: one thread per item on a GPU, one block in
+    the simulator (which starts a Python thread per CUDA thread, per launch)."""
+    return (1, _THREADS) if CUDA_SIMULATOR else _grid(n)
 
 
 # ---------------------------------------------------------------------------------------------------- assignment
@@ -231,10 +240,77 @@ def _make_chunk_means(nb_dtype):
 _CHUNK_MEANS = {np.dtype(np.float32): _make_chunk_means(float32), np.dtype(np.float64): _make_chunk_means(float64)}
 
 
+@cuda.jit(device=True)
+def _after(ka, ia, kb, ib, n):
+    """True when (value ka, position ia) comes after (kb, ib) in the stable ascending order; padding (position
+    ≥ n) comes after every value."""
+    if ia >= n or ib >= n:
+        return ia > ib
+    return ka > kb or (ka == kb and ia > ib)
+
+
+@cuda.jit
+def _sort_init_kernel(w, keys, idx):
+    """``keys[g, i] = w[g, i]``, ``idx[g, i] = i`` for i < n; padding positions ``n … P-1`` (any key)."""
+    G, n = w.shape
+    P = keys.shape[1]
+    t = cuda.grid(1)
+    if t >= G * P:
+        return
+    g = t // P
+    i = t % P
+    idx[g, i] = i
+    keys[g, i] = w[g, i] if i < n else w[g, 0]
+
+
+@cuda.jit
+def _bitonic_stage_kernel(keys, idx, n, k, j):
+    """One stage (block size k, distance j) of the bitonic network on every row; one thread per compared pair."""
+    G, P = keys.shape
+    half = P // 2
+    for t in range(cuda.grid(1), G * half, cuda.gridsize(1)):
+        g = t // half
+        p = t % half
+        i = 2 * j * (p // j) + p % j
+        m = i + j
+        ka, ia, kb, ib = keys[g, i], idx[g, i], keys[g, m], idx[g, m]
+        if _after(ka, ia, kb, ib, n) == ((i & k) == 0):      # out of order for this block's direction: swap
+            keys[g, i], keys[g, m] = kb, ka
+            idx[g, i], idx[g, m] = ib, ia
+
+
+def _stable_order(d_w):
+    """Device array ``(G, P)`` int32 whose first n columns are each row's stable ascending order (P = n rounded
+    up to a power of two); the bitonic network runs on the device."""
+    G, n = d_w.shape
+    P = 1 << max(0, (n - 1).bit_length())
+    keys = cuda.device_array((G, P), d_w.dtype)
+    idx = cuda.device_array((G, P), np.int32)
+    _sort_init_kernel[_grid(G * P)](d_w, keys, idx)
+    k = 2
+    while k <= P:
+        j = k // 2
+        while j >= 1:
+            _bitonic_stage_kernel[_strided_grid(G * P // 2)](keys, idx, n, k, j)
+            j //= 2
+        k *= 2
+    return idx
+
+
+@cuda.jit
+def _gather_kernel(w, order, s):
+    """``s[g, t] = w[g, order[g, t]]`` for t < n (order may be wider than n)."""
+    G, n = s.shape
+    i = cuda.grid(1)
+    if i < G * n:
+        g = i // n
+        s[g, i % n] = w[g, order[g, i % n]]
+
+
 @cuda.jit
 def _scatter_codes_kernel(order, inv, codes):
-    """``codes[g, order[g, t]] = inv[g, chunk of rank t]``, one thread per value."""
-    G, n = order.shape
+    """``codes[g, order[g, t]] = inv[g, chunk of rank t]``, one thread per value (order may be wider than n)."""
+    G, n = codes.shape
     k_eff = inv.shape[1]
     i = cuda.grid(1)
     if i >= G * n:
@@ -252,10 +328,12 @@ def ot_equal_mass(w, k):
     """The paper's equal-mass OT quantizer per row → ``(codes, codebook)``, as ``cpu.ot_equal_mass``."""
     G, n = w.shape
     k_eff = min(k, n)
-    order = np.argsort(w, axis=1, kind="stable")
-    s = np.take_along_axis(w, order, axis=1)
+    d_w = cuda.to_device(w)
+    d_order = _stable_order(d_w)
+    d_s = cuda.device_array((G, n), w.dtype)
+    _gather_kernel[_grid(G * n)](d_w, d_order, d_s)
     d_means = cuda.device_array((G, k_eff), w.dtype)
-    _CHUNK_MEANS[w.dtype][_grid(G * k_eff)](cuda.to_device(s), k_eff, d_means)
+    _CHUNK_MEANS[w.dtype][_grid(G * k_eff)](d_s, k_eff, d_means)
     means = d_means.copy_to_host()
     rank = np.argsort(means, axis=1, kind="stable")
     inv = np.empty((G, k_eff), np.uint8)
@@ -264,7 +342,7 @@ def ot_equal_mass(w, k):
     codebook[:, :k_eff] = np.take_along_axis(means, rank, axis=1)
     codebook[:, k_eff:] = codebook[:, k_eff - 1:k_eff]
     d_codes = cuda.device_array((G, n), np.uint8)
-    _scatter_codes_kernel[_grid(G * n)](cuda.to_device(order), cuda.to_device(inv), d_codes)
+    _scatter_codes_kernel[_grid(G * n)](d_order, cuda.to_device(inv), d_codes)
     return d_codes.copy_to_host(), codebook
 
 
