@@ -2,18 +2,34 @@
 
 Run from the repository root:  python data/build_data.py [--shared ../shared/data]
 
-Each output is checked against the SHA-256 below (also in data/PROVENANCE.md), so a rebuild is verifiably identical.
-Only what the package needs at run time is copied; the originals are never required afterwards.
+Whole-file copies are checked against the SHA-256 of the file; subsets (MNIST, Fashion-MNIST) against the SHA-256
+of their array contents (``content_sha256``: name, dtype, shape and bytes of every array in order), because the
+compressed bytes of a zip may differ between zlib versions. Subsets are written as deterministic .npz files
+(fixed zip timestamps), so a rebuild with the same zlib is byte-identical too. Both digests are in
+data/PROVENANCE.md. Only what the package needs at run time is copied; the originals are never required afterwards.
 """
 import argparse
 import hashlib
+import io
 import os
 import shutil
 import sys
+import zipfile
+
+import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-# file -> SHA-256 of the shipped copy. MNIST / Fashion-MNIST / faces / natural images arrive with the reproduction work.
-SHIPPED = {"digits.npz": "6f801551877abf69fbf3711373bb642a18dc933430a3385cd6febc235225ea6f"}
+# file -> SHA-256 of the shipped file (whole-file copies)
+SHIPPED = {"digits.npz": "6f801551877abf69fbf3711373bb642a18dc933430a3385cd6febc235225ea6f",
+           "lfw_faces.npz": "ceb4d295fd01afe8b2a17eb68beb43953c9fad10de7221eb71f0a844aec24a01",
+           "natural_images.npz": "537bdd49e7c7748da6391d7c7a6d46ad75e08168aa6be9336bbda27350d6c59b"}
+# file -> (source file, train images, test images, content SHA-256): the first n of each split of the original
+SUBSETS = {
+    "mnist.npz": ("mnist.npz", 8_000, 1_000, "c60868a34e9c4621aca94396c5e6e670123a8f0f3af266c526d6344713e9a6e1"),
+    "fashion_mnist.npz": ("fashion_mnist.npz", 8_000, 1_000,
+                          "b16675e02e52605eb751f185533a7ab211c8866ab4297bb0cb60167faff14da8"),
+}
+_ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
 
 def sha256(path):
@@ -24,24 +40,69 @@ def sha256(path):
     return h.hexdigest()
 
 
+def content_sha256(arrays):
+    """SHA-256 over (name, dtype, shape, C-order bytes) of every array of the dict, in its order."""
+    h = hashlib.sha256()
+    for name, a in arrays.items():
+        a = np.ascontiguousarray(a)
+        h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def write_npz(path, arrays):
+    """Write ``arrays`` as a compressed .npz readable by ``np.load`` with fixed zip timestamps (atomic)."""
+    tmp = path + ".tmp"
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
+        for name, a in arrays.items():
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, np.ascontiguousarray(a), allow_pickle=False)
+            info = zipfile.ZipInfo(name + ".npy", date_time=_ZIP_DATE)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, buf.getvalue(), compresslevel=9)
+    os.replace(tmp, path)
+
+
+def copy_checked(src, dst, expected):
+    tmp = dst + ".tmp"
+    shutil.copyfile(src, tmp)
+    digest = sha256(tmp)
+    if expected is not None and digest != expected:
+        os.remove(tmp)
+        sys.exit(f"build_data: {src} has sha256 {digest}, expected {expected}")
+    os.replace(tmp, dst)
+    return digest
+
+
+def build_subset(src, dst, n_train, n_test, expected):
+    with np.load(src, allow_pickle=False) as f:
+        arrays = {"x_train": f["x_train"][:n_train], "y_train": f["y_train"][:n_train],
+                  "x_test": f["x_test"][:n_test], "y_test": f["y_test"][:n_test]}
+    digest = content_sha256(arrays)
+    if expected is not None and digest != expected:
+        sys.exit(f"build_data: {src} subset has content sha256 {digest}, expected {expected}")
+    write_npz(dst, arrays)
+    return digest
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shared", default=os.path.join(HERE, "..", "..", "shared", "data"),
                         help="folder holding the original .npz files (default: ../shared/data)")
     args = parser.parse_args(argv)
+    sources = list(SHIPPED) + [src for src, *_ in SUBSETS.values()]
+    for name in sources:
+        if not os.path.isfile(os.path.join(args.shared, name)):
+            sys.exit(f"build_data: {os.path.join(args.shared, name)} not found (pass --shared)")
     for name, expected in SHIPPED.items():
-        src = os.path.join(args.shared, name)
-        if not os.path.isfile(src):
-            sys.exit(f"build_data: {src} not found (pass --shared)")
         dst = os.path.join(HERE, name)
-        tmp = dst + ".tmp"
-        shutil.copyfile(src, tmp)
-        digest = sha256(tmp)
-        if digest != expected:
-            os.remove(tmp)
-            sys.exit(f"build_data: {src} has sha256 {digest}, expected {expected}")
-        os.replace(tmp, dst)
+        digest = copy_checked(os.path.join(args.shared, name), dst, expected)
         print(f"{name}: {os.path.getsize(dst)} bytes, sha256 {digest}")
+    for name, (src, n_train, n_test, expected) in SUBSETS.items():
+        dst = os.path.join(HERE, name)
+        digest = build_subset(os.path.join(args.shared, src), dst, n_train, n_test, expected)
+        print(f"{name}: {os.path.getsize(dst)} bytes, content_sha256 {digest}, file sha256 {sha256(dst)}")
 
 
 if __name__ == "__main__":

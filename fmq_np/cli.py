@@ -1,14 +1,16 @@
-"""``fmq-np``: train, sample, quantize, bounds and demo from the command line.
+"""``fmq-np``: train, sample, quantize, evaluate, bench, bounds, demo and reproduce from the command line.
 
 Every user error ends with a one-line message on stderr and a non-zero exit code (1 for errors of input or
 files, 2 for bad command-line usage, 130 for Ctrl-C).
 """
 import argparse
+import json
 import os
 import sys
 
 import numpy as np
 
+from ._atomic import atomic_path
 from .errors import FmqError
 
 
@@ -102,10 +104,81 @@ def _demo(args):
     print(f"wrote {args.out}/: moons.h5, moons_samples.png, moons_data.png, digits.h5, digits_samples.png")
 
 
+def _evaluate(args):
+    from . import datasets, io
+    from .eval import compare
+    _check_output(args.json)
+    model, meta = io.load_model(args.model)
+    qmodel, kind = io.load_velocity_model(args.quantized)
+    if type(qmodel) is not type(model) or qmodel.config() != model.config():
+        raise FmqError(f"{args.quantized} is not a quantized version of {args.model} (other model class or config)")
+    name = args.dataset or meta.get("dataset")
+    if not name:
+        raise FmqError(f"{args.model} does not record its dataset; pass --dataset")
+    name = datasets.canonical(name)
+    data = datasets.load(name, n=2 * args.n, seed=args.seed + 1) if name in datasets.TOYS else \
+        datasets.load(name, seed=args.seed + 1)
+    res = compare(model, qmodel, data, n=args.n, solver=args.solver, steps=args.steps, seed=args.seed)
+    res.update(model=args.model, quantized=args.quantized, quantizer=kind, dataset=name)
+    if args.json:
+        with atomic_path(args.json) as tmp, open(tmp, "w") as fh:
+            json.dump(res, fh, indent=1)
+    print(f"{args.quantized} ({kind}) vs {args.model} on {name}, {args.n} points, {args.solver} {args.steps} steps")
+    print(f"  velocity at t=0: RMS error {res['rmse']:.4g}, relative {res['rel_error']:.4g}"
+          + (f", PSNR {res['psnr']:.2f} dB, SSIM {res['ssim']:.4f}" if "psnr" in res else ""))
+    print(f"  samples from the same noise: RMS drift {res['drift']:.4g}")
+    print(f"  sliced-W2 to data: float {res['sw2_float']:.4g}, quantized {res['sw2_quantized']:.4g} "
+          f"(two data draws: {res['sw2_data']:.4g})")
+
+
+def _bench(args):
+    from . import bench
+    if args.input:
+        if _is_quantized(args.input):
+            raise FmqError(f"{args.input} is already quantized; bench the float model or weight file it came from")
+        arrays, _ = _read_named_arrays(args.input)
+    else:
+        arrays = bench.synthetic_state_dict(args.params, seed=args.seed)
+    methods = _split_list(args.methods)
+    for m in methods:
+        if m not in bench.METHODS:
+            raise FmqError(f"--methods: {m!r} is not one of {', '.join(bench.METHODS)}")
+    if args.repeat < 1:
+        raise FmqError(f"--repeat must be >= 1, got {args.repeat}")
+    rows = bench.time_methods(arrays, bits=args.bits, methods=methods, repeat=args.repeat,
+                              progress=lambda line: print(line, file=sys.stderr, flush=True))
+    n = sum(np.asarray(a).size for a in arrays.values() if np.asarray(a).dtype.kind == "f")
+    print(bench.table(rows, n, args.bits))
+
+
+def _reproduce(args):
+    from . import reproduce
+    datasets, bits, methods = _split_list(args.datasets), _parse_bits(args.bits), _split_list(args.methods)
+    reproduce.check_args(datasets, bits, methods, args.scale, args.seed)     # fail before creating folders
+    os.makedirs(args.out, exist_ok=True)
+    _check_output(os.path.join(args.out, "report.md"))
+    command = (f"fmq-np reproduce --out {args.out} --datasets {args.datasets} --bits {args.bits} "
+               f"--methods {args.methods} --scale {args.scale} --seed {args.seed}")
+    reproduce.run(args.out, datasets=datasets, bits=bits, methods=methods, scale=args.scale, seed=args.seed,
+                  progress=True, command=command)
+    print(f"wrote {os.path.join(args.out, 'report.md')}, results.json and PNGs")
+
+
+def _split_list(text):
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _parse_bits(text):
+    try:
+        return [int(b) for b in _split_list(text)]
+    except ValueError:
+        raise FmqError(f"--bits must be comma-separated integers in 1..8, got {text!r}") from None
+
+
 def _read_named_arrays(path):
     """Named float arrays of ``path`` and, for an fmq_np checkpoint, its model class/config (to rebuild it)."""
     from . import io
-    if path.endswith((".h5", ".hdf5")) and _is_fmq_model(path):
+    if _is_fmq_model(path):
         model, _ = io.load_model(path)
         return model.parameters(), {"model_class": type(model).__name__, "model_config": model.config()}
     from .io.importers import read_arrays
@@ -113,12 +186,23 @@ def _read_named_arrays(path):
 
 
 def _is_fmq_model(path):
+    return _fmq_format(path) == "fmq_np.model"
+
+
+def _is_quantized(path):
+    return _fmq_format(path) == "fmq_np.quantized"
+
+
+def _fmq_format(path):
+    """The fmq_np format name of an HDF5 file, or None for any other file."""
     from . import io
     from .errors import FormatError
+    if not path.endswith((".h5", ".hdf5")):
+        return None
     try:
-        return io.file_format(path) == "fmq_np.model"
+        return io.file_format(path)
     except FormatError:
-        return False
+        return None
 
 
 def _quantize(args):
@@ -162,7 +246,9 @@ def build_parser():
 
     p = sub.add_parser("train", help="train a flow-matching model and save it as HDF5",
                        description="Train a velocity model by flow matching (CondOT path) and save it as HDF5.")
-    p.add_argument("--dataset", required=True, help="moons, 8gaussians, checkerboard, swissroll or digits")
+    p.add_argument("--dataset", required=True, help="2-D data for --model mlp: moons, 8gaussians, checkerboard, "
+                   "swissroll; images for --model unet: digits, mnist, fashion, cifar-standin, faces, "
+                   "imagenet-standin")
     p.add_argument("--model", choices=("mlp", "unet"), default="mlp", help="velocity network (default mlp)")
     p.add_argument("--steps", type=int, default=5000, help="training steps (default 5000)")
     p.add_argument("--batch-size", type=int, default=256, help="batch size (default 256)")
@@ -213,6 +299,34 @@ def build_parser():
     p.add_argument("--out", required=True, help="output quantized model (.h5)")
     p.set_defaults(run=_quantize)
 
+    p = sub.add_parser("evaluate", help="measure a quantized model against its float model on real data",
+                       description="The paper's velocity probe (both networks at t=0 on real data: RMS and "
+                                   "relative error, PSNR/SSIM for images) and samples of both models from the same "
+                                   "noise (RMS drift, sliced-W2 distance to data).")
+    p.add_argument("model", help="float model (.h5)")
+    p.add_argument("quantized", help="its quantized version (.h5, from fmq-np quantize of that model)")
+    p.add_argument("--dataset", help="data to probe with (default: the dataset the model was trained on)")
+    p.add_argument("-n", type=int, default=256, help="data points and noise draws (default 256)")
+    p.add_argument("--solver", choices=SOLVERS, default="heun2", help="ODE solver (default heun2)")
+    p.add_argument("--steps", type=int, default=20, help="solver steps (default 20)")
+    p.add_argument("--seed", type=int, default=0, help="seed of data points and noise (default 0)")
+    p.add_argument("--json", help="also write the figures as JSON here")
+    p.set_defaults(run=_evaluate)
+
+    p = sub.add_parser("bench", help="time every quantizer on this machine (a weight file or synthetic weights)",
+                       description="Quantize and dequantize every float tensor per channel with each method "
+                                   "(paper_compat for the paper's four), and print the first run (kernel loading "
+                                   "or compiling included), the median of --repeat runs and the throughput, "
+                                   "against a plain copy of the same weights.")
+    p.add_argument("input", nargs="?", help="weight file (fmq_np .h5, .npz, .safetensors, HDF5); default: "
+                                            "a synthetic U-Net-like state dict of --params weights")
+    p.add_argument("--params", type=int, default=1_000_000, help="synthetic weights (default 1000000)")
+    p.add_argument("--bits", type=int, choices=range(1, 9), default=3, metavar="{1..8}", help="bits (default 3)")
+    p.add_argument("--methods", default="ot,uniform,pwl,log2,ot-opt", help="comma-separated methods (default all)")
+    p.add_argument("--repeat", type=int, default=3, help="timed runs per method (default 3)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic weights (default 0)")
+    p.set_defaults(run=_bench)
+
     p = sub.add_parser("bounds", help="theoretical error bounds of a quantized model vs measurement",
                        description="Per-tensor weight errors (measured vs predicted), the certified velocity-error "
                                    "and Lipschitz bounds, and the flow-level drift bound against the measured drift "
@@ -237,6 +351,27 @@ def build_parser():
     p.add_argument("--unet-steps", type=int, default=2000, help="U-Net training steps (default 2000)")
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     p.set_defaults(run=_demo)
+
+    from .reproduce import BITS, DATASETS, METHODS, SCALES
+    p = sub.add_parser("reproduce", help="the paper's five-dataset sweep (scaled down) -> report.md",
+                       description="Train a small U-Net per dataset (or reuse OUT/<dataset>/float.h5), quantize it "
+                                   "with every method at every bit width, measure weight MSE, velocity PSNR/SSIM at "
+                                   "t=0, feature Frechet distance and sample drift, and write OUT/report.md, "
+                                   "OUT/results.json, sample grids and a plot. Re-running only redoes the "
+                                   "quantization; Ctrl-C keeps the training checkpoint and the results so far.")
+    p.add_argument("--out", default="runs/repro", help="output folder (default runs/repro)")
+    p.add_argument("--datasets", default=",".join(DATASETS),
+                   help=f"comma-separated datasets (default {','.join(DATASETS)})")
+    p.add_argument("--bits", default=",".join(map(str, BITS)),
+                   help=f"comma-separated bit widths in 1..8 (default {','.join(map(str, BITS))})")
+    p.add_argument("--methods", default=",".join(METHODS),
+                   help=f"comma-separated quantizers (default {','.join(METHODS)}); the paper's ot, uniform, "
+                        "pwl, log2 run with paper_compat=True, ot-opt is the exact W2-optimal codebook")
+    p.add_argument("--scale", choices=tuple(SCALES), default="quick",
+                   help="run size: tiny (smoke test, seconds), quick (default, ~15 min on one core), "
+                        "full (wider U-Nets, longer training, 1000 samples: hours)")
+    p.add_argument("--seed", type=int, default=0, help="seed of training, noise and evaluation (default 0)")
+    p.set_defaults(run=_reproduce)
     return parser
 
 

@@ -194,6 +194,31 @@ def test_log2_matches_published(w, bits):
     np.testing.assert_array_equal(levels[np.arange(w.shape[0])[:, None], codes].astype(w.dtype), ref)
 
 
+@pytest.mark.parametrize("bits", [1, 2, 3, 8])
+def test_log2_levels_of_mixed_rows_are_the_per_row_ones(bits):
+    # log2_levels computes all rows together: rows whose linspace step is 0 (magnitudes one ulp apart), constant
+    # magnitudes, one sign only, only zeros, and ordinary rows must not change each other's levels
+    rng = np.random.default_rng(bits)
+    x = 1e6                                       # log2(x) == log2(next float after x)
+    w = rng.standard_normal((9, 12))
+    w[1] = np.r_[[x, np.nextafter(x, 1.0), -x, -np.nextafter(x, 1.0)], np.zeros(8)]
+    w[2] = np.r_[[x] * 6, [-2.0] * 6]
+    w[3] = np.abs(w[3])
+    w[4] = -np.abs(w[4])
+    w[5] = 0.0
+    w[6, :6] = 0.0
+    k = 2 ** bits
+    kk = min(k, w.shape[1])
+    levels, n_neg, n_pos = log2_levels(cpu.sign_ranges(w), kk)
+    codes = cpu.log2_assign(w, levels, n_neg, n_pos)
+    ref = np.stack([log2_channel(row, k) for row in w])
+    np.testing.assert_array_equal(levels[np.arange(w.shape[0])[:, None], codes], ref)
+    used = n_neg + n_pos
+    for g in range(w.shape[0]):                   # padding repeats the row's largest level
+        if used[g]:
+            assert (levels[g, used[g]:] == levels[g, :used[g]].max()).all()
+
+
 def test_sign_ranges():
     w = np.array([[-3.0, -1.0, 0.0, 2.0, 5.0], [1.0, 1.0, 0.0, 0.0, 4.0]])
     out = cpu.sign_ranges(w)

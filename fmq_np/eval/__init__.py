@@ -1,4 +1,7 @@
-"""Evaluation metrics for generated samples."""
-from .metrics import sliced_w2, w2_1d
+"""Evaluation metrics for generated samples and quantized networks."""
+from .compare import compare, unit_range, velocity_fidelity
+from .metrics import (frechet_distance, image_features, image_frechet_distance, psnr, sliced_w2, ssim,
+                      train_feature_net, w2_1d)
 
-__all__ = ["sliced_w2", "w2_1d"]
+__all__ = ["sliced_w2", "w2_1d", "psnr", "ssim", "frechet_distance", "train_feature_net", "image_features",
+           "image_frechet_distance", "compare", "velocity_fidelity", "unit_range"]

@@ -39,3 +39,132 @@ def sliced_w2(x, y, n_projections=256, seed=0):
     dirs /= np.linalg.norm(dirs, axis=0, keepdims=True)
     px, py = x @ dirs, y @ dirs
     return float(np.sqrt(np.mean([w2_1d(px[:, j], py[:, j]) ** 2 for j in range(n_projections)])))
+
+
+def _check_images(name, a, shape=None):
+    """``a`` as float64 (n, C, H, W) with finite values (and the given shape); InputError naming ``name``."""
+    a = np.asarray(a)
+    if a.dtype.kind not in "fiu":
+        raise InputError(f"{name} must be a real numeric array, got dtype {a.dtype}")
+    if a.ndim != 4 or a.size == 0:
+        raise InputError(f"{name} must be a non-empty (n, C, H, W) array, got shape {a.shape}")
+    if shape is not None and a.shape != shape:
+        raise InputError(f"{name} must have the shape of the first argument {shape}, got {a.shape}")
+    a = a.astype(np.float64)
+    if not np.isfinite(a).all():
+        raise InputError(f"{name} contains NaN or Inf")
+    return a
+
+
+def psnr(a, b):
+    """Peak signal-to-noise ratio in dB of images a, b (n, C, H, W) with values in [0, 1]: 20·log10(1/√MSE).
+
+    The MSE is taken over every element of the batch (one number); identical inputs give ``inf``.
+    """
+    a = _check_images("a", a)
+    b = _check_images("b", b, a.shape)
+    mse = float(np.mean((a - b) ** 2))
+    return float("inf") if mse == 0.0 else float(-10.0 * np.log10(mse))
+
+
+def _window_means(x, k):
+    """Means of every k×k window (valid positions) of x (..., H, W) → (..., H−k+1, W−k+1), via integral images."""
+    s = np.zeros(x.shape[:-2] + (x.shape[-2] + 1, x.shape[-1] + 1))
+    s[..., 1:, 1:] = x.cumsum(-2).cumsum(-1)
+    return (s[..., k:, k:] - s[..., :-k, k:] - s[..., k:, :-k] + s[..., :-k, :-k]) / (k * k)
+
+
+def ssim(a, b, window=11):
+    """Mean structural similarity of images a, b (n, C, H, W) with values in [0, 1].
+
+    Local statistics over every ``window``×``window`` *mean* (box) window that fits inside the image (no
+    padding), population (co)variances, C1 = 0.01², C2 = 0.03² (data range 1). Computed per image and channel,
+    then averaged over all windows, channels and images. H and W must be ≥ ``window``.
+    """
+    a = _check_images("a", a)
+    b = _check_images("b", b, a.shape)
+    if min(a.shape[2:]) < window:
+        raise InputError(f"a: images of {a.shape[2]}x{a.shape[3]} are smaller than the {window}x{window} window")
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    mu_a, mu_b = _window_means(a, window), _window_means(b, window)
+    var_a = _window_means(a * a, window) - mu_a ** 2
+    var_b = _window_means(b * b, window) - mu_b ** 2
+    cov = _window_means(a * b, window) - mu_a * mu_b
+    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
+    return float(np.mean(s))
+
+
+def _check_features(name, f):
+    f = np.asarray(f)
+    if f.dtype.kind not in "fiu" or f.ndim != 2 or f.shape[0] < 2:
+        raise InputError(f"{name} must be a real (n, d) array with n >= 2, got {f.dtype} {f.shape}")
+    f = f.astype(np.float64)
+    if not np.isfinite(f).all():
+        raise InputError(f"{name} contains NaN or Inf")
+    return f
+
+
+def frechet_distance(feat_a, feat_b):
+    """Fréchet distance between Gaussians fitted to two feature sets (n, d) and (m, d), float64.
+
+    ‖μa − μb‖² + tr(Σa + Σb − 2·(Σa^½ Σb Σa^½)^½) with sample covariances (ddof 1); the matrix square roots come
+    from symmetric eigendecompositions with negative eigenvalues (round-off) clipped to 0, and the result is
+    clipped at ≥ 0. This is the FID formula; it is a *squared* distance.
+    """
+    a = _check_features("feat_a", feat_a)
+    b = _check_features("feat_b", feat_b)
+    if a.shape[1] != b.shape[1]:
+        raise InputError(f"feat_b must have {a.shape[1]} features like feat_a, got {b.shape[1]}")
+    mu = a.mean(0) - b.mean(0)
+    cov_a, cov_b = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
+    root_a = _sym_sqrt(cov_a)
+    cross = np.sqrt(np.clip(np.linalg.eigvalsh(root_a @ cov_b @ root_a), 0.0, None)).sum()
+    return float(max(mu @ mu + np.trace(cov_a) + np.trace(cov_b) - 2.0 * cross, 0.0))
+
+
+def _sym_sqrt(m):
+    """Square root of a symmetric positive semi-definite matrix (eigenvalues clipped at 0)."""
+    vals, vecs = np.linalg.eigh((m + m.T) / 2)
+    return (vecs * np.sqrt(np.clip(vals, 0.0, None))) @ vecs.T
+
+
+def train_feature_net(images, labels=None, width=8, steps=200, batch_size=64, lr=3e-3, seed=0):
+    """The feature network of :func:`image_frechet_distance`: an ``fmq_np.nn.Classifier`` for images (n, C, H, W).
+
+    With ``labels`` (n,) integers it is trained for ``steps`` AdamW steps of softmax cross-entropy on random
+    batches; without labels it keeps its fixed-seed random initial weights (a random-feature network: its distances
+    compare images but are not those of a trained net). H = W must be divisible by 4. Features: 4·``width``.
+    """
+    from .. import nn
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[2] != images.shape[3]:
+        raise InputError(f"images must be (n, C, S, S), got shape {images.shape}")
+    n_classes = 2
+    if labels is not None:
+        labels = np.asarray(labels)
+        if labels.shape != (len(images),) or labels.dtype.kind not in "iu":
+            raise InputError(f"labels must be integers of shape ({len(images)},), got {labels.dtype} {labels.shape}")
+        n_classes = max(int(labels.max()) + 1, 2)
+    net = nn.Classifier(channels=images.shape[1], size=images.shape[2], n_classes=n_classes, width=width, seed=seed)
+    if labels is None:
+        return net
+    rng = np.random.default_rng(seed)
+    opt = nn.AdamW(net.parameters(), lr=lr)
+    for _ in range(int(steps)):
+        idx = rng.integers(0, len(images), batch_size)
+        _, dlogits = nn.cross_entropy(net.forward(images[idx].astype(np.float32)), labels[idx])
+        net.backward(dlogits)
+        opt.step(net.gradients())
+    return net
+
+
+def image_features(net, images, batch_size=256):
+    """Features (n, d) float64 of images (n, C, H, W) under the feature network ``net`` (in batches)."""
+    images = np.asarray(images, np.float32)
+    return np.concatenate([net.features(images[i:i + batch_size]).astype(np.float64)
+                           for i in range(0, len(images), batch_size)])
+
+
+def image_frechet_distance(net, images_a, images_b):
+    """Fréchet distance between the ``net`` features of two image sets (n, C, H, W) in [−1, 1] ("FID-like")."""
+    return frechet_distance(image_features(net, images_a), image_features(net, images_b))

@@ -657,16 +657,18 @@ def _grid(j, n, step):
 
 
 @jit
-def _pwl_row(row, k, codes, levels):
+def _pwl_row(row, k, codes, levels, sorted_row, bucket, count):
+    """One row of :func:`pwl`; scratch ``sorted_row``, ``bucket``, ``count`` as :func:`_sort_values` needs."""
     n = row.shape[0]
     step = 1.0 / (n - 1) if n > 1 else 0.0
     qstep = 1.0 / k
-    s = np.sort(row).astype(np.float64)
+    _sort_values(row, sorted_row, bucket, count)
+    s = sorted_row
     b = np.empty(k + 1, np.float64)
     for i in range(k + 1):
         x = 1.0 if i == k else i * qstep + 0.0
         if n == 1:
-            b[i] = s[0]
+            b[i] = np.float64(s[0])
             continue
         j = min(max(int(x * (n - 1)), 0), n - 1)      # j = last grid index with grid[j] <= x
         while j + 1 < n and _grid(j + 1, n, step) <= x:
@@ -675,10 +677,11 @@ def _pwl_row(row, k, codes, levels):
             j -= 1
         xj = _grid(j, n, step)
         if j == n - 1 or xj == x:
-            b[i] = s[j]
+            b[i] = np.float64(s[j])
         else:
-            slope = (s[j + 1] - s[j]) / (_grid(j + 1, n, step) - xj)
-            b[i] = slope * (x - xj) + s[j]
+            sj = np.float64(s[j])
+            slope = (np.float64(s[j + 1]) - sj) / (_grid(j + 1, n, step) - xj)
+            b[i] = slope * (x - xj) + sj
     for i in range(k):
         levels[i] = (b[i] + b[i + 1]) / 2
     for i in range(n):
@@ -693,18 +696,34 @@ def _pwl_row(row, k, codes, levels):
         codes[i] = min(max(a - 1, 0), k - 1)
 
 
+@jit
+def _pwl_rows(w, k, codes, levels, g0, g1):
+    """Rows ``g0 … g1-1`` of :func:`pwl`, with one set of scratch arrays."""
+    n = w.shape[1]
+    s = np.empty(n, w.dtype)
+    bucket = np.empty(n, np.uint16)
+    count = np.empty(min(n, 65535) + 1, np.int32)
+    for g in range(g0, g1):
+        _pwl_row(w[g], k, codes[g], levels[g], s, bucket, count)
+
+
 @jit(parallel=True)
-def _pwl(w, k, codes, levels):
-    for g in prange(w.shape[0]):
-        _pwl_row(w[g], k, codes[g], levels[g])
+def _pwl(w, k, codes, levels, n_blocks):
+    G = w.shape[0]
+    for blk in prange(n_blocks):
+        _pwl_rows(w, k, codes, levels, blk * G // n_blocks, (blk + 1) * G // n_blocks)
 
 
 def pwl(w, k):
     """The published PWL quantizer per row → ``(codes, levels64)``; see the module docstring."""
+    G = w.shape[0]
     codes = np.empty(w.shape, np.uint8)
-    levels = np.empty((w.shape[0], k), np.float64)
-    with _threads_for(w.size):
-        _pwl(w, k, codes, levels)
+    levels = np.empty((G, k), np.float64)
+    threads = get_threads()
+    if w.size < _PARALLEL_MIN or threads == 1 or G == 1:
+        _pwl_rows(w, k, codes, levels, 0, G)
+    else:
+        _pwl(w, k, codes, levels, min(G, 4 * threads))
     return codes, levels
 
 

@@ -77,32 +77,42 @@ def log2_levels(stats, k):
     magnitude-ascending ``linspace`` order, padded with the row's largest level. A sign group with values of one
     magnitude only gets that value; otherwise ``2.0 ** numpy.linspace(log(min)/log(2), log(max)/log(2), k_sign)``.
     ``k`` is k' = min(2**bits, n); a sign gets ``k // 2`` levels when the row has both signs, else all ``k``.
+    Rows are computed together, with the same NumPy arithmetic the published per-row code does.
     """
     G = stats.shape[0]
     levels = np.zeros((G, k), np.float64)
-    n_neg = np.zeros(G, np.int64)
-    n_pos = np.zeros(G, np.int64)
-    ln2 = np.log(2.0)
-    for g in range(G):
-        has_pos, has_neg = not np.isnan(stats[g, 0]), not np.isnan(stats[g, 2])
-        parts = []
-        for lo, hi, present, sign in ((stats[g, 2], stats[g, 3], has_neg, -1.0),
-                                      (stats[g, 0], stats[g, 1], has_pos, 1.0)):
-            if not present:
-                parts.append(np.empty(0))
-                continue
-            kk = k // 2 if has_pos and has_neg else k
-            if lo == hi:
-                mags = np.full(kk, lo)
-            else:
-                mags = 2.0 ** np.linspace(np.log(lo) / ln2, np.log(hi) / ln2, kk)
-            parts.append(sign * mags)
-        n_neg[g], n_pos[g] = len(parts[0]), len(parts[1])
-        row = np.concatenate(parts)
-        if row.size:
-            levels[g, :row.size] = row
-            levels[g, row.size:] = row.max()
+    has_pos, has_neg = ~np.isnan(stats[:, 0]), ~np.isnan(stats[:, 2])
+    per_sign = np.where(has_pos & has_neg, k // 2, k)
+    n_neg = np.where(has_neg, per_sign, 0).astype(np.int64)
+    n_pos = np.where(has_pos, per_sign, 0).astype(np.int64)
+    for present, lo_col, sign, offset in ((has_neg, 2, -1.0, np.zeros(G, np.int64)), (has_pos, 0, 1.0, n_neg)):
+        for kk in np.unique(per_sign[present]):
+            rows = np.flatnonzero(present & (per_sign == kk))
+            cols = offset[rows][:, None] + np.arange(kk)
+            levels[rows[:, None], cols] = sign * _log_spaced(stats[rows, lo_col], stats[rows, lo_col + 1], int(kk))
+    size = n_neg + n_pos
+    filled = np.arange(k)[None, :] < size[:, None]
+    top = np.where(filled, levels, -np.inf).max(axis=1)
+    levels = np.where(filled | (size[:, None] == 0), levels, top[:, None])
     return levels, n_neg, n_pos
+
+
+def _log_spaced(lo, hi, num):
+    """``(len(lo), num)``: per row ``2.0 ** numpy.linspace(log(lo)/log(2), log(hi)/log(2), num)``, or ``lo``
+    repeated where ``lo == hi`` — bit for bit what the published code computes row by row (rows whose linspace
+    step is 0 take NumPy's special path, so they are computed one by one)."""
+    out = np.repeat(lo[:, None], num, axis=1)
+    ln2 = np.log(2.0)
+    spread = np.flatnonzero(lo != hi)
+    start, stop = np.log(lo[spread]) / ln2, np.log(hi[spread]) / ln2
+    div = num - 1
+    flat = (stop - start) / div == 0 if div > 0 else np.ones(len(spread), bool)
+    rows = spread[~flat]
+    if len(rows):
+        out[rows] = 2.0 ** np.linspace(start[~flat], stop[~flat], num, axis=1)
+    for i in np.flatnonzero(flat):
+        out[spread[i]] = 2.0 ** np.linspace(start[i], stop[i], num)
+    return out
 
 
 def log2(kern, w2, k):
