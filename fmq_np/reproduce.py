@@ -17,7 +17,9 @@ Per dataset (stand-ins of MNIST, Fashion-MNIST, CIFAR-10, CelebA, ImageNet-blurr
    - ``fd``: Fréchet distance of generated samples to real test images in the features of a small classifier
      trained on the dataset's labels (random fixed-seed features for the unlabelled faces) — an "FID-like"
      number, not comparable with Inception FIDs,
-   - ``drift``: RMS difference between the quantized and the float model's samples from the same noise;
+   - ``drift``: RMS difference between the quantized and the float model's samples from the same noise,
+   - ``latent``: the paper's latent stability (PCA of the encoder + middle-block features at t = 0 on the real
+     test images: mean / std of 20 component variances, collapsed components);
 3. write ``report.md``, ``results.json`` (atomically, after every measurement), sample grids and a plot.
 """
 import json
@@ -125,7 +127,7 @@ def _run_dataset(out_dir, name, bits, methods, cfg, seed, progress, results):
     entry = dict(paper_dataset=PAPER_NAMES[name][0], solver=ev.solver, solver_steps=ev.steps, trained=trained,
                  train_seconds=t_train, parameters=int(sum(p.size for p in model.parameters().values())),
                  model_config=_jsonable(model.config()), feature_net=ev.feature_kind, fd_float=ev.fd_float,
-                 fd_data=ev.fd_data, runs=[])
+                 fd_data=ev.fd_data, latent_float=ev.latent_float, runs=[])
     results["datasets"][name] = entry
     images.save_samples_png(os.path.join(folder, "real.png"), ev.real[:64])
     images.save_samples_png(os.path.join(folder, "samples_float.png"), ev.float_samples[:64])
@@ -204,6 +206,12 @@ class _Evaluator:
         _say(progress, f"  sampling {n} images from the float model ({self.solver}, {self.steps} steps)")
         self.float_samples = self._sample(model)
         self.fd_float = self._fd(self.float_samples)
+        self.latent_float = self._latent(model)
+
+    def _latent(self, model):
+        """The paper's latent stability: PCA of the encoder + middle-block features at t = 0 on the real images."""
+        from .eval import latent_stability
+        return latent_stability(model.latent(self.real, np.zeros(len(self.real), np.float32)))
 
     def _velocity(self, model):
         """The paper's probe: velocity at t = 0 on real images (n, C, H, W)."""
@@ -234,7 +242,7 @@ class _Evaluator:
         samples = self._sample(qmodel)
         drift = float(np.sqrt(np.mean((samples.astype(np.float64) - self.float_samples) ** 2)))
         row = dict(method=method, bits=bits, weight_mse=mse, psnr=fidelity["psnr"], ssim=fidelity["ssim"],
-                   fd=self._fd(samples), drift=drift,
+                   fd=self._fd(samples), drift=drift, latent=self._latent(qmodel),
                    kept_float=sum(1 for r in qm.report if r["skipped"]), tensors=len(qm.report))
         return row, samples
 
@@ -258,7 +266,10 @@ def report_markdown(results):
              f"the float network's velocity at t = 0 on {cfg['n_velocity']} real test images (both mapped to "
              "[0, 1] by the float output's range); `FD` = Fréchet distance of generated samples to real images "
              "in a small classifier's features (lower is better; *not* an Inception FID); `drift` = RMS "
-             "difference to the float model's samples from the same noise (pixels in [−1, 1]).", ""]
+             "difference to the float model's samples from the same noise (pixels in [−1, 1]); `latent variance` = "
+             "the paper's latent stability: PCA of the encoder + middle-block features at t = 0 on the real test "
+             "images to 20 components, mean ± std of their variances and (in brackets) how many of them collapsed "
+             "(variance < 1e-4).", ""]
     lines += _summary(results)
     for name, entry in results["datasets"].items():
         lines += _dataset_section(name, entry)
@@ -292,13 +303,21 @@ def _dataset_section(name, entry):
              f"FD of the float model: **{entry['fd_float']:.4g}**; FD between real training and test images "
              f"of the same number (the noise floor): "
              + ("n/a (a single image set)" if entry["fd_data"] is None else f"{entry['fd_data']:.4g}") + ".", "",
-             "| method | bits | weight MSE | PSNR (dB) | SSIM | FD | drift |", "|---|---|---|---|---|---|---|"]
+             f"Latent stability of the float model: {_latent_cell(entry['latent_float'])}.", "",
+             "| method | bits | weight MSE | PSNR (dB) | SSIM | FD | drift | latent variance (collapsed) |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in entry["runs"]:
         lines.append(f"| {r['method']} | {r['bits']} | {r['weight_mse']:.3e} | {r['psnr']:.2f} | {r['ssim']:.4f} "
-                     f"| {r['fd']:.4g} | {r['drift']:.3g} |")
+                     f"| {r['fd']:.4g} | {r['drift']:.3g} | {_latent_cell(r['latent'])} |")
     lowest = min(r["bits"] for r in entry["runs"])
     pngs = ", ".join(f"`{name}/samples_{m}_{lowest}bit.png`" for m in dict.fromkeys(r["method"] for r in entry["runs"]))
     return lines + ["", f"Samples: `{name}/real.png`, `{name}/samples_float.png`, {pngs}.", ""]
+
+
+def _latent_cell(stats):
+    """``mean ± std (collapsed/components)`` of a latent_stability dict."""
+    return (f"{stats['mean_variance']:.3g} ± {stats['std_variance']:.2g} "
+            f"({stats['collapsed']}/{stats['n_components']})")
 
 
 def _notes(results):
@@ -324,6 +343,8 @@ def _notes(results):
             "does: every tensor is quantized, incl. biases and norm scales (tensors of ndim > 1 per output channel, "
             "1-D ones whole), except tensors with fewer than 2**bits values for ot/pwl/log2; `ot-opt` (ours, the "
             "exact W2-optimal codebook) quantizes every tensor the same way, with no size skip.",
+            f"- Latent stability on the {cfg['n_samples']} real test images of the FD (faces: 100) instead of "
+            "the paper's 10k.",
             "- Velocity PSNR/SSIM: as the paper, the network is probed at t = 0 with real images as input; both "
             "outputs are mapped to [0, 1] with the float output's min and max (PAPER.md does not say how the "
             "published code maps velocities to [0, 1]); SSIM uses all 11×11 windows that fit (no padding)."]

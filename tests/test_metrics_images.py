@@ -85,3 +85,39 @@ def test_image_frechet_distance_separates_sets_and_trains_on_labels():
         near = image_frechet_distance(net, x[:32], x[32:64])
         far = image_frechet_distance(net, x[:64], x[64:])
         assert 0.0 <= near < far
+
+
+def test_latent_stability_known_variances_and_collapse():
+    from fmq_np.errors import InputError
+    from fmq_np.eval import latent_stability
+    rng = np.random.default_rng(0)
+    n, scales = 20000, np.array([3.0, 2.0, 1.0, 0.5])
+    f = np.zeros((n, 30))
+    f[:, :4] = rng.standard_normal((n, 4)) * scales     # rank 4: 16 of 20 components collapse
+    out = latent_stability(f)
+    assert out["n_components"] == 20 and out["collapsed"] == 16
+    var = np.r_[scales ** 2, np.zeros(16)]
+    assert out["mean_variance"] == pytest.approx(var.mean(), rel=0.03)
+    assert out["std_variance"] == pytest.approx(var.std(), rel=0.03)
+    small = latent_stability(rng.standard_normal((5, 3)), n_components=20)
+    assert small["n_components"] == 3                   # min(20, n - 1, d)
+    with pytest.raises(InputError):
+        latent_stability(np.ones(4))
+    with pytest.raises(InputError):
+        latent_stability(np.full((4, 2), np.nan))
+
+
+def test_unet_latent_is_the_encoder_only():
+    m = fq.nn.UNetVelocity(channels=1, size=8, width=8, mults=(1, 2), seed=0)
+    x = np.random.default_rng(1).standard_normal((3, 1, 8, 8)).astype(np.float32)
+    t = np.full(3, 0.3, np.float32)
+    z = m.latent(x, t)
+    assert z.shape == (3, 16 * 4 * 4)
+    params = m.parameters()
+    decoder = {k: (v + 1.0 if k.startswith(("up.", "conv_out", "norm_out")) else v) for k, v in params.items()}
+    m.load_parameters(decoder)
+    np.testing.assert_array_equal(m.latent(x, t), z)    # the decoder does not enter the latent
+    encoder = {k: (v * 1.5 if k.startswith("conv_in") else v) for k, v in decoder.items()}
+    m.load_parameters(encoder)
+    assert not np.allclose(m.latent(x, t), z)
+

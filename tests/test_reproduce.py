@@ -38,6 +38,13 @@ def test_report_json_and_pngs_exist_with_real_numbers(sweep):
         # the exact W2-optimal codebook never has a larger weight error than uniform at the same bits
         assert runs["ot-opt", 2]["weight_mse"] <= runs["uniform", 2]["weight_mse"]
     assert results["datasets"]["mnist"]["fd_data"] is not None and results["datasets"]["faces"]["fd_data"] is None
+    assert "latent variance (collapsed)" in report and "Latent stability of the float model" in report
+    for name in ("mnist", "faces"):
+        entry = results["datasets"][name]
+        for r in entry["runs"]:                       # 8-bit weights barely move the latent variances
+            assert 0 <= r["latent"]["collapsed"] <= r["latent"]["n_components"]
+        high = next(r for r in entry["runs"] if r["method"] == "ot-opt" and r["bits"] == 8)["latent"]
+        assert high["mean_variance"] == pytest.approx(entry["latent_float"]["mean_variance"], rel=0.05)
 
 
 def test_rerun_reuses_the_checkpoint(sweep):

@@ -168,3 +168,23 @@ def image_features(net, images, batch_size=256):
 def image_frechet_distance(net, images_a, images_b):
     """Fréchet distance between the ``net`` features of two image sets (n, C, H, W) in [−1, 1] ("FID-like")."""
     return frechet_distance(image_features(net, images_a), image_features(net, images_b))
+
+
+def latent_stability(features, n_components=20, collapse_below=1e-4):
+    """The paper's latent-stability figures of features (n, d) (e.g. ``UNetVelocity.latent`` on test images):
+    PCA to ``k = min(n_components, n - 1, d)`` components; returns ``{mean_variance, std_variance, collapsed,
+    n_components}`` — mean and std of the k per-component variances (float64, ``ddof=1``) and how many of them are
+    below ``collapse_below`` (collapsed components)."""
+    f = np.asarray(features, np.float64)
+    if f.ndim != 2 or f.shape[0] < 2 or f.shape[1] < 1:
+        raise InputError(f"latent_stability: features must be (n >= 2, d >= 1), got shape {f.shape}")
+    if not np.isfinite(f).all():
+        raise InputError("latent_stability: features contain NaN or Inf")
+    if isinstance(n_components, bool) or not isinstance(n_components, (int, np.integer)) or n_components < 1:
+        raise InputError(f"latent_stability: n_components must be a positive integer, got {n_components!r}")
+    k = int(min(n_components, f.shape[0] - 1, f.shape[1]))
+    s = np.linalg.svd(f - f.mean(axis=0), compute_uv=False)[:k]
+    var = s ** 2 / (f.shape[0] - 1)
+    return dict(mean_variance=float(var.mean()), std_variance=float(var.std()),
+                collapsed=int((var < collapse_below).sum()), n_components=k)
+

@@ -154,7 +154,8 @@ class UNetVelocity(Module):
         cfg["mults"] = list(cfg["mults"])
         return cfg
 
-    def _run(self, x, t, train):
+    def _encode(self, x, t, train):
+        """Time embedding, encoder and middle block: ``(h (C, n, h, w), temb (n, time_dim), skips per level)``."""
         x, t = _check_xt(x, t, (self.channels, self.size, self.size), self.dtype)
         temb = self.time_embed.forward(t, train=train)
         for lin in self.time:
@@ -167,7 +168,17 @@ class UNetVelocity(Module):
             skips.append(h)
             if i < len(self.down) - 1:
                 h = self.downsample[i].forward(h, train=train)
-        h = self.mid.forward(h, temb, train=train)
+        return self.mid.forward(h, temb, train=train), temb, skips
+
+    def latent(self, x, t):
+        """The encoder + middle-block features at x (n, channels, size, size) and t (n,), flattened per sample:
+        (n, C·h·w) with C = width·mults[-1] and h = w = size / 2**(levels-1) (the paper's latent-stability probe);
+        no caching."""
+        h, _, _ = self._encode(x, t, False)
+        return np.ascontiguousarray(h.transpose(1, 0, 2, 3)).reshape(h.shape[1], -1)
+
+    def _run(self, x, t, train):
+        h, temb, skips = self._encode(x, t, train)
         widths = []
         for i in reversed(range(len(self.up))):
             widths.append(h.shape[0])
