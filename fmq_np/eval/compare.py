@@ -45,7 +45,7 @@ def compare(model, quantized_model, data, n=256, solver="heun2", steps=20, seed=
         raise InputError(f"n must be an integer >= 2, got {n!r}")
     data = np.asarray(data)
     if len(data) < 2 * n:
-        raise InputError(f"data holds {len(data)} samples; n={n} needs at least {2 * n}")
+        raise InputError(f"data holds {len(data)} samples; n={n} needs at least {2 * n} (use n <= {len(data) // 2})")
     pick = np.random.default_rng(seed).choice(len(data), 2 * n, replace=False)
     probe, reference = data[pick[:n]], data[pick[n:]]
     t0 = np.zeros(n, probe.dtype)

@@ -5,7 +5,7 @@
 import numpy as np
 
 from fmq_np.errors import InputError
-from fmq_np.quant.schemes import _check_bits, as_float_array, check_options, paper_skip_reason, quantize
+from fmq_np.quant.schemes import _check_bits, as_float_array, check_options, paper_skip_reason, quantize_checked
 from fmq_np.quant.tensor import QuantizedTensor
 
 
@@ -109,9 +109,8 @@ def quantize_model(named_arrays, bits=3, method="ot", granularity="channel", gro
         if b is None:
             tensors[name], skipped[name] = array, why
             continue
-        tensors[name] = quantize(array, bits=b, method=method, granularity=granularity,
-                                 group_size=group_size or None, paper_compat=paper_compat,
-                                 weights=weights.get(name), device=device, name=name)
+        tensors[name] = quantize_checked(array, b, method, granularity, group_size, paper_compat,
+                                         weights.get(name), device, name)
     meta = dict(bits=bits, method=method, granularity=granularity, group_size=group_size or None,
                 paper_compat=bool(paper_compat))
     return QuantizedModel(tensors, meta, originals, skipped)

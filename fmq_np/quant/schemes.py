@@ -190,7 +190,13 @@ def quantize(w, bits=3, method="ot", granularity="channel", group_size=None, pap
     losslessly and marked ``meta["skipped"]``. ``name`` only labels error messages.
     """
     bits, group_size = check_options(bits, method, granularity, group_size, paper_compat)
-    w = as_float_array(w, name)
+    return quantize_checked(as_float_array(w, name), bits, method, granularity, group_size, paper_compat, weights,
+                            device, name)
+
+
+def quantize_checked(w, bits, method, granularity, group_size, paper_compat, weights, device, name):
+    """:func:`quantize` on an array :func:`as_float_array` has passed, with options :func:`check_options` has
+    passed (``group_size`` 0 unless granularity is ``"group"``)."""
     kern = _kernels(device)
     k = 2 ** bits
     work = w.astype(np.float32) if w.dtype == np.float16 else w
