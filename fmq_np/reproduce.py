@@ -238,13 +238,25 @@ class _Evaluator:
         qmodel.load_parameters(qm.dequantize())
         sizes = [int(np.prod(r["shape"])) for r in qm.report]
         mse = sum(r["mse"] * k for r, k in zip(qm.report, sizes)) / sum(sizes)
+        predicted = _predicted_mse(params, qm.report, sizes, method, bits)
         fidelity = velocity_fidelity(self.v_float, self._velocity(qmodel))
         samples = self._sample(qmodel)
         drift = float(np.sqrt(np.mean((samples.astype(np.float64) - self.float_samples) ** 2)))
-        row = dict(method=method, bits=bits, weight_mse=mse, psnr=fidelity["psnr"], ssim=fidelity["ssim"],
+        row = dict(method=method, bits=bits, weight_mse=mse, predicted_mse=predicted, psnr=fidelity["psnr"], ssim=fidelity["ssim"],
                    fd=self._fd(samples), drift=drift, latent=self._latent(qmodel),
                    kept_float=sum(1 for r in qm.report if r["skipped"]), tensors=len(qm.report))
         return row, samples
+
+
+def _predicted_mse(params, report, sizes, method, bits):
+    """The theory's weight-level prediction (:func:`fmq_np.theory.weights.predicted_mse`, per channel) of the mean
+    squared weight error over all parameters, tensors kept in float counting 0; None for log2 (no prediction)."""
+    from .theory.weights import PREDICTABLE, predicted_mse
+    if method not in PREDICTABLE:
+        return None
+    total = sum(predicted_mse(params[r["name"]], bits, method, "channel") * k
+                for r, k in zip(report, sizes) if r["bits"] is not None and not r["skipped"])
+    return total / sum(sizes)
 
 
 def _train_images(name, seed):
@@ -262,7 +274,9 @@ def report_markdown(results):
              f"Command: `{results['command']}`  ", f"Scale `{results['scale']}`, seed {results['seed']}, "
              f"wall time {results.get('seconds', 0):.0f} s on {results['machine']}"
              + (" — **interrupted (Ctrl-C): partial results**." if results.get("interrupted") else "."), "",
-             "Columns: `weight MSE` over all parameters; `PSNR`/`SSIM` (dB / 1 = identical) of the quantized vs "
+             "Columns: `weight MSE` over all parameters and, `predicted`, the theory's prediction of it made before "
+             "quantizing (fmq_np.theory.weights: Δ²/12 for uniform, the equal-mass error of the quantile function for "
+             "ot and pwl, Panter–Dite for ot-opt, none for log2); `PSNR`/`SSIM` (dB / 1 = identical) of the quantized vs "
              f"the float network's velocity at t = 0 on {cfg['n_velocity']} real test images (both mapped to "
              "[0, 1] by the float output's range); `FD` = Fréchet distance of generated samples to real images "
              "in a small classifier's features (lower is better; *not* an Inception FID); `drift` = RMS "
@@ -271,6 +285,7 @@ def report_markdown(results):
              "images to 20 components, mean ± std of their variances and (in brackets) how many of them collapsed "
              "(variance < 1e-4).", ""]
     lines += _summary(results)
+    lines += _theory_check(results)
     for name, entry in results["datasets"].items():
         lines += _dataset_section(name, entry)
     lines += ["## What is scaled down (honestly)", "", *_notes(results), ""]
@@ -294,6 +309,25 @@ def _summary(results):
     return lines + [""]
 
 
+def _theory_check(results):
+    """A table: per method and bit width, the range over datasets of predicted / measured weight MSE."""
+    bits = results["bits"]
+    ratios = {}
+    for entry in results["datasets"].values():
+        for r in entry["runs"]:
+            if r.get("predicted_mse") is not None and r["weight_mse"] > 0:
+                ratios.setdefault(r["method"], {}).setdefault(r["bits"], []).append(r["predicted_mse"] /
+                                                                                     r["weight_mse"])
+    if not ratios:
+        return []
+    lines = ["## Theory check: predicted / measured weight MSE (range over the datasets)", "",
+             "| method | " + " | ".join(f"{b} bits" for b in bits) + " |", "|---" * (len(bits) + 1) + "|"]
+    for method, by_bits in ratios.items():
+        cells = [f"{min(by_bits[b]):.2f}–{max(by_bits[b]):.2f}" if b in by_bits else "-" for b in bits]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def _dataset_section(name, entry):
     cfg = entry["model_config"]
     lines = [f"## {name} (stand-in for {entry['paper_dataset']})", "",
@@ -304,10 +338,11 @@ def _dataset_section(name, entry):
              f"of the same number (the noise floor): "
              + ("n/a (a single image set)" if entry["fd_data"] is None else f"{entry['fd_data']:.4g}") + ".", "",
              f"Latent stability of the float model: {_latent_cell(entry['latent_float'])}.", "",
-             "| method | bits | weight MSE | PSNR (dB) | SSIM | FD | drift | latent variance (collapsed) |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| method | bits | weight MSE | predicted | PSNR (dB) | SSIM | FD | drift | latent variance (collapsed) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in entry["runs"]:
-        lines.append(f"| {r['method']} | {r['bits']} | {r['weight_mse']:.3e} | {r['psnr']:.2f} | {r['ssim']:.4f} "
+        pred = "-" if r.get("predicted_mse") is None else f"{r['predicted_mse']:.2e}"
+        lines.append(f"| {r['method']} | {r['bits']} | {r['weight_mse']:.3e} | {pred} | {r['psnr']:.2f} | {r['ssim']:.4f} "
                      f"| {r['fd']:.4g} | {r['drift']:.3g} | {_latent_cell(r['latent'])} |")
     lowest = min(r["bits"] for r in entry["runs"])
     pngs = ", ".join(f"`{name}/samples_{m}_{lowest}bit.png`" for m in dict.fromkeys(r["method"] for r in entry["runs"]))

@@ -39,6 +39,12 @@ def test_report_json_and_pngs_exist_with_real_numbers(sweep):
         assert runs["ot-opt", 2]["weight_mse"] <= runs["uniform", 2]["weight_mse"]
     assert results["datasets"]["mnist"]["fd_data"] is not None and results["datasets"]["faces"]["fd_data"] is None
     assert "latent variance (collapsed)" in report and "Latent stability of the float model" in report
+    assert "Theory check" in report
+    for name in ("mnist", "faces"):                   # the uniform prediction Δ²/12 is of the right size
+        for r in results["datasets"][name]["runs"]:
+            assert r["predicted_mse"] is not None
+            if r["method"] == "uniform":
+                assert 0.2 < r["predicted_mse"] / r["weight_mse"] < 5
     for name in ("mnist", "faces"):
         entry = results["datasets"][name]
         for r in entry["runs"]:                       # 8-bit weights barely move the latent variances
