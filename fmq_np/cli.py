@@ -129,6 +129,8 @@ def _evaluate(args):
     print(f"  samples from the same noise: RMS drift {res['drift']:.4g}")
     print(f"  sliced-W2 to data: float {res['sw2_float']:.4g}, quantized {res['sw2_quantized']:.4g} "
           f"(two data draws: {res['sw2_data']:.4g})")
+    print(f"  MMD^2 to data (bandwidth {res['mmd_bandwidth']:.3g}): float {res['mmd_float']:.3g}, "
+          f"quantized {res['mmd_quantized']:.3g}")
 
 
 def _bench(args):
@@ -302,7 +304,7 @@ def build_parser():
     p = sub.add_parser("evaluate", help="measure a quantized model against its float model on real data",
                        description="The paper's velocity probe (both networks at t=0 on real data: RMS and "
                                    "relative error, PSNR/SSIM for images) and samples of both models from the same "
-                                   "noise (RMS drift, sliced-W2 distance to data).")
+                                   "noise (RMS drift, sliced-W2 distance and MMD^2 to data).")
     p.add_argument("model", help="float model (.h5)")
     p.add_argument("quantized", help="its quantized version (.h5, from fmq-np quantize of that model)")
     p.add_argument("--dataset", help="data to probe with (default: the dataset the model was trained on)")

@@ -42,6 +42,7 @@ def test_compare_a_model_with_itself_and_with_its_quantized_versions():
     low = compare(model, _quantized_copy(model, 2), data, n=100, steps=4)
     high = compare(model, _quantized_copy(model, 4), data, n=100, steps=4)      # 16 levels on 32-value rows
     assert 0 < high["drift"] < low["drift"] and 0 < high["rel_error"] < low["rel_error"]
+    assert same["mmd_float"] == same["mmd_quantized"] and low["mmd_bandwidth"] == same["mmd_bandwidth"]
     with pytest.raises(InputError, match="needs at least"):
         compare(model, model, data, n=300)
 
@@ -54,7 +55,7 @@ def test_evaluate_command(tmp_path, capsys):
     capsys.readouterr()
     assert main(["evaluate", m, q, "-n", "64", "--steps", "3", "--json", js]) == 0
     out = capsys.readouterr().out
-    assert "RMS drift" in out and "sliced-W2" in out
+    assert "RMS drift" in out and "sliced-W2" in out and "MMD^2" in out
     res = json.load(open(js))
     assert res["dataset"] == "moons" and res["n"] == 64 and res["drift"] > 0
     other = str(tmp_path / "other.h5")

@@ -121,3 +121,33 @@ def test_unet_latent_is_the_encoder_only():
     m.load_parameters(encoder)
     assert not np.allclose(m.latent(x, t), z)
 
+
+def _mmd_loops(x, y, sigma):
+    """Plain-loop unbiased MMD² (the reference)."""
+    k = lambda a, b: np.exp(-np.sum((a - b) ** 2) / (2 * sigma ** 2))
+    n, m = len(x), len(y)
+    xx = sum(k(x[i], x[j]) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
+    yy = sum(k(y[i], y[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+    xy = sum(k(x[i], y[j]) for i in range(n) for j in range(m)) / (n * m)
+    return xx + yy - 2 * xy
+
+
+def test_mmd_against_loops_and_its_properties():
+    from fmq_np.errors import InputError
+    from fmq_np.eval import mmd
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((7, 3)), rng.standard_normal((5, 3)) + 0.5
+    value, sigma = mmd(x, y, bandwidth=1.3)
+    assert sigma == 1.3 and value == pytest.approx(_mmd_loops(x, y, 1.3), rel=1e-12)
+    pooled = np.concatenate([x, y])
+    dists = [np.linalg.norm(pooled[i] - pooled[j]) for i in range(12) for j in range(i + 1, 12)]
+    assert mmd(x, y)[1] == pytest.approx(np.median(dists))          # the median heuristic
+    assert mmd(x, y)[0] == pytest.approx(mmd(y, x)[0])
+    a, b = rng.standard_normal((400, 2)), rng.standard_normal((400, 2))
+    same, shifted = mmd(a, b)[0], mmd(a, b + 1.0)[0]
+    assert abs(same) < 0.01 and shifted > 0.1
+    with pytest.raises(InputError):
+        mmd(a, b[:, :1])
+    with pytest.raises(InputError):
+        mmd(a, b, bandwidth=0.0)
+
