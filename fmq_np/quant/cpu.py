@@ -579,12 +579,24 @@ def _ot_row(row, k, codes, codebook, s, bucket, count, bounds, means, inv):
 
 
 @jit
+def _sort_scratch(w):
+    """Scratch ``(s, bucket, count)`` for :func:`_sort_values` on the rows of w (G, n)."""
+    n = w.shape[1]
+    return np.empty(n, w.dtype), np.empty(n, np.uint16), np.empty(min(n, 65535) + 1, np.int32)
+
+
+def _row_blocks(w):
+    """How many blocks of rows the parallel row kernels split w (G, n) into; 0: run on one thread."""
+    threads = get_threads()
+    if w.size < _PARALLEL_MIN or threads == 1 or w.shape[0] == 1:
+        return 0
+    return min(w.shape[0], 4 * threads)
+
+
+@jit
 def _ot_rows(w, k, codes, codebook, g0, g1):
     """Rows ``g0 … g1-1`` of :func:`ot_equal_mass`, with one set of scratch arrays."""
-    n = w.shape[1]
-    s = np.empty(n, w.dtype)
-    bucket = np.empty(n, np.uint16)
-    count = np.empty(min(n, 65535) + 1, np.int32)
+    s, bucket, count = _sort_scratch(w)
     bounds = np.empty(max(15, k), w.dtype)
     means = np.empty(k, w.dtype)
     inv = np.empty(k, np.uint8)
@@ -604,11 +616,11 @@ def ot_equal_mass(w, k):
     G = w.shape[0]
     codes = np.empty(w.shape, np.uint8)
     codebook = np.empty((G, k), w.dtype)
-    threads = get_threads()
-    if w.size < _PARALLEL_MIN or threads == 1 or G == 1:
-        _ot_rows(w, k, codes, codebook, 0, G)
+    n_blocks = _row_blocks(w)
+    if n_blocks:
+        _ot_equal_mass(w, k, codes, codebook, n_blocks)
     else:
-        _ot_equal_mass(w, k, codes, codebook, min(G, 4 * threads))
+        _ot_rows(w, k, codes, codebook, 0, G)
     return codes, codebook
 
 
@@ -699,10 +711,7 @@ def _pwl_row(row, k, codes, levels, sorted_row, bucket, count):
 @jit
 def _pwl_rows(w, k, codes, levels, g0, g1):
     """Rows ``g0 … g1-1`` of :func:`pwl`, with one set of scratch arrays."""
-    n = w.shape[1]
-    s = np.empty(n, w.dtype)
-    bucket = np.empty(n, np.uint16)
-    count = np.empty(min(n, 65535) + 1, np.int32)
+    s, bucket, count = _sort_scratch(w)
     for g in range(g0, g1):
         _pwl_row(w[g], k, codes[g], levels[g], s, bucket, count)
 
@@ -719,11 +728,11 @@ def pwl(w, k):
     G = w.shape[0]
     codes = np.empty(w.shape, np.uint8)
     levels = np.empty((G, k), np.float64)
-    threads = get_threads()
-    if w.size < _PARALLEL_MIN or threads == 1 or G == 1:
-        _pwl_rows(w, k, codes, levels, 0, G)
+    n_blocks = _row_blocks(w)
+    if n_blocks:
+        _pwl(w, k, codes, levels, n_blocks)
     else:
-        _pwl(w, k, codes, levels, min(G, 4 * threads))
+        _pwl_rows(w, k, codes, levels, 0, G)
     return codes, levels
 
 
