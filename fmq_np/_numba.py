@@ -80,9 +80,22 @@ def set_threads(n=None):
     """Set the number of Numba threads (``None``: ``FMQ_NP_THREADS`` or all cores). Returns the number in use."""
     import numba
     if n is None:
-        n = int(os.environ.get("FMQ_NP_THREADS", "0")) or numba.config.NUMBA_NUM_THREADS
+        n = env_threads() or numba.config.NUMBA_NUM_THREADS
     numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
     return numba.get_num_threads()
+
+
+def env_threads():
+    """``FMQ_NP_THREADS`` as an int (0 or unset: all cores); InputError naming it when it is not an integer >= 0."""
+    text = os.environ.get("FMQ_NP_THREADS", "").strip()
+    try:
+        n = int(text) if text else 0
+    except ValueError:
+        n = -1
+    if n < 0:
+        from .errors import InputError
+        raise InputError(f"FMQ_NP_THREADS must be an integer >= 0 (0: all cores), got {text!r}")
+    return n
 
 
 def get_threads():
@@ -117,4 +130,8 @@ def resolve_device(device):
 
 
 if os.environ.get("FMQ_NP_THREADS"):
-    set_threads()
+    try:
+        set_threads()
+    except ValueError as _exc:   # a bad FMQ_NP_THREADS (InputError) must not break the import: say so, use all cores
+        import warnings
+        warnings.warn(f"{_exc}; using all cores", RuntimeWarning, stacklevel=2)
