@@ -25,9 +25,9 @@ SHIPPED = {"digits.npz": "6f801551877abf69fbf3711373bb642a18dc933430a3385cd6febc
            "natural_images.npz": "537bdd49e7c7748da6391d7c7a6d46ad75e08168aa6be9336bbda27350d6c59b"}
 # file -> (source file, train images, test images, content SHA-256): the first n of each split of the original
 SUBSETS = {
-    "mnist.npz": ("mnist.npz", 8_000, 1_000, "c60868a34e9c4621aca94396c5e6e670123a8f0f3af266c526d6344713e9a6e1"),
-    "fashion_mnist.npz": ("fashion_mnist.npz", 8_000, 1_000,
-                          "b16675e02e52605eb751f185533a7ab211c8866ab4297bb0cb60167faff14da8"),
+    "mnist.npz": ("mnist.npz", 8_000, 5_000, "69505361788aaae539c64f9f2f3443e4f137d5df5dda6704df48222e11545493"),
+    "fashion_mnist.npz": ("fashion_mnist.npz", 8_000, 5_000,
+                          "50133fa13bf65c93cac2d05d5cead390287c7d90f205631a9e8ac53d00b3abf0"),
 }
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 

@@ -18,7 +18,7 @@ def test_images_are_float32_in_range_with_the_documented_shape(name):
     assert not np.array_equal(x, fq.datasets.load(name, n=50, seed=2))
 
 
-@pytest.mark.parametrize("name,n_train,n_test,classes", [("mnist", 8000, 1000, 10), ("fashion", 8000, 1000, 10),
+@pytest.mark.parametrize("name,n_train,n_test,classes", [("mnist", 8000, 5000, 10), ("fashion", 8000, 5000, 10),
                                                          ("cifar-standin", 6000, 1000, 5),
                                                          ("imagenet-standin", 6000, 1000, 5)])
 def test_splits_and_labels(name, n_train, n_test, classes):

@@ -113,9 +113,11 @@ def test_unet_velocity_directional(kw):
     _check_velocity(model, rng.standard_normal((2, 2, 8, 8)), rng)
 
 
-def test_classifier_directional_and_cross_entropy():
+@pytest.mark.parametrize("hidden", [0, 5])
+def test_classifier_directional_and_cross_entropy(hidden):
     rng = np.random.default_rng(8)
-    c = fq.nn.Classifier(channels=1, size=8, n_classes=3, width=2, seed=3).astype(F64)
+    c = fq.nn.Classifier(channels=1, size=8, n_classes=3, width=2, hidden=hidden, seed=3).astype(F64)
+    assert c.features(rng.standard_normal((3, 1, 8, 8))).shape == (3, hidden or 8)
     arrays = module_arrays(c, x=rng.standard_normal((3, 1, 8, 8)))
     check_directional(lambda: c.forward(arrays["x"]), lambda dy: {"x": c.backward(dy), **c.gradients()},
                       arrays, rng)

@@ -498,6 +498,23 @@ class GlobalAvgPool(Module):
         return dx
 
 
+class Flatten(Module):
+    """(C, N, H, W) -> (N, C·H·W) in (c, h, w) order per sample (features in the public row layout)."""
+
+    def __init__(self):
+        super().__init__()
+        self._shape = None
+
+    def forward(self, x, train=True):
+        if train:
+            self._shape = x.shape
+        return np.ascontiguousarray(x.transpose(1, 0, 2, 3).reshape(x.shape[1], -1))
+
+    def backward(self, dy):
+        c, n, h, w = self._shape
+        return np.ascontiguousarray(dy.reshape(n, c, h, w).transpose(1, 0, 2, 3))
+
+
 class ResBlock(Module):
     """Residual block with time conditioning on (C, N, H, W):
 

@@ -8,7 +8,7 @@ the model's dtype (float32 unless ``m.astype(np.float64)``); the returned arrays
 import numpy as np
 
 from ..errors import InputError
-from .layers import Conv2d, GlobalAvgPool, GroupNorm, Linear, Module, ResBlock, TimeEmbedding
+from .layers import Conv2d, Flatten, GlobalAvgPool, GroupNorm, Linear, Module, ResBlock, TimeEmbedding
 
 
 def _check_array(name, a, shape, dtype):
@@ -233,27 +233,41 @@ class UNetVelocity(Module):
 
 
 class Classifier(Module):
-    """Small CNN on (n, channels, size, size): conv3x3+SiLU (width), two stride-2 conv3x3+SiLU (2w, 4w), global
-    average pool -> features (n, 4*width), Linear -> logits (n, n_classes). ``size`` must be divisible by 4.
+    """Small CNN on (n, channels, size, size): conv3x3+SiLU (width), two stride-2 conv3x3+SiLU (2w, 4w), then
+
+    - ``hidden=0``: global average pool -> features (n, 4*width);
+    - ``hidden>0``: flatten the (4w, size/4, size/4) maps, Linear+SiLU -> features (n, hidden) (keeps where in the
+      image a pattern is: the FD feature nets use this form);
+
+    and Linear -> logits (n, n_classes). ``size`` must be divisible by 4.
     """
 
-    def __init__(self, channels=1, size=28, n_classes=10, width=16, seed=0):
+    def __init__(self, channels=1, size=28, n_classes=10, width=16, hidden=0, seed=0):
         super().__init__()
         channels = _check_int("channels", channels, 1)
         size = _check_int("size", size, 1)
         n_classes = _check_int("n_classes", n_classes, 2)
         width = _check_int("width", width, 1)
+        hidden = _check_int("hidden", hidden, 0)
         if size % 4:
             raise InputError(f"size {size} must be divisible by 4 (two stride-2 convolutions)")
         self._config = dict(channels=channels, size=size, n_classes=n_classes, width=width,
                             seed=_check_int("seed", seed, 0))
+        if hidden:
+            self._config["hidden"] = hidden
         rng = np.random.default_rng(seed)
         self.channels, self.size = channels, size
         self.convs = [self.add_child("conv.0", Conv2d(channels, width, 3, act="silu", rng=rng)),
                       self.add_child("conv.1", Conv2d(width, 2 * width, 3, stride=2, act="silu", rng=rng)),
                       self.add_child("conv.2", Conv2d(2 * width, 4 * width, 3, stride=2, act="silu", rng=rng))]
-        self.pool = self.add_child("pool", GlobalAvgPool())   # no parameters
-        self.fc = self.add_child("fc", Linear(4 * width, n_classes, rng=rng))
+        if hidden:
+            self.pool = self.add_child("flatten", Flatten())   # no parameters
+            self.hidden = self.add_child("hidden", Linear(4 * width * (size // 4) ** 2, hidden, act="silu",
+                                                          rng=rng))
+        else:
+            self.pool = self.add_child("pool", GlobalAvgPool())   # no parameters
+            self.hidden = None
+        self.fc = self.add_child("fc", Linear(hidden or 4 * width, n_classes, rng=rng))
 
     def config(self):
         """Constructor arguments: ``Classifier(**m.config())`` rebuilds the architecture."""
@@ -266,10 +280,11 @@ class Classifier(Module):
         h = np.ascontiguousarray(x.transpose(1, 0, 2, 3))
         for conv in self.convs:
             h = conv.forward(h, train=train)
-        return self.pool.forward(h, train=train)
+        h = self.pool.forward(h, train=train)
+        return h if self.hidden is None else self.hidden.forward(h, train=train)
 
     def features(self, x):
-        """Penultimate features (n, 4*width) of images x (n, channels, size, size); no caching."""
+        """Penultimate features (n, hidden or 4*width) of images x (n, channels, size, size); no caching."""
         return self._features(x, False)
 
     def __call__(self, x):
@@ -286,7 +301,10 @@ class Classifier(Module):
             raise InputError("backward called before forward")
         n = self.fc._cache[0].shape[0]
         d = _check_array("dlogits", dlogits, (n, self.fc._params["weight"].shape[0]), self.dtype)
-        d = self.pool.backward(self.fc.backward(d))
+        d = self.fc.backward(d)
+        if self.hidden is not None:
+            d = self.hidden.backward(d)
+        d = self.pool.backward(d)
         for conv in reversed(self.convs):
             d = conv.backward(d)
         return np.ascontiguousarray(d.transpose(1, 0, 2, 3))

@@ -1,0 +1,58 @@
+"""Retrain the float models shipped in data/models/ (fmq_np.recipes), resumably.
+
+    python benchmarks/train_models.py mnist fashion        # or: all
+    python benchmarks/train_models.py --status
+
+Each run checkpoints to benchmarks/checkpoints/<name>.ckpt.h5 every 250 steps (commit these to carry a run over
+to another machine) and, when finished, writes data/models/<name>.h5. Ctrl-C / SIGTERM stop after the step in
+progress with a checkpoint; running the same command again resumes. On 2 cores run two names at once, each with
+NUMBA_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1.
+"""
+import argparse
+import os
+import signal
+import sys
+
+import fmq_np as fq
+from fmq_np import recipes
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CKPT = os.path.join(ROOT, "benchmarks", "checkpoints")
+MODELS = os.path.join(ROOT, "data", "models")
+
+
+def status():
+    for name in recipes.RECIPES:
+        steps = recipes.recipe(name)[1]["steps"]
+        out, ck = os.path.join(MODELS, f"{name}.h5"), os.path.join(CKPT, f"{name}.ckpt.h5")
+        if os.path.exists(out):
+            print(f"{name}: finished ({fq.io.load_model(out)[1].get('trained_steps')} steps) -> {out}")
+        elif os.path.exists(ck):
+            print(f"{name}: at step {fq.io.load_model(ck)[1].get('trained_steps')} of {steps} ({ck})")
+        else:
+            print(f"{name}: not started ({steps} steps)")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("names", nargs="*", help=f"recipes to train: {', '.join(recipes.RECIPES)} or all")
+    ap.add_argument("--status", action="store_true", help="print how far each model is and exit")
+    args = ap.parse_args()
+    if args.status or not args.names:
+        return status()
+    names = list(recipes.RECIPES) if args.names == ["all"] else args.names
+    os.makedirs(CKPT, exist_ok=True)
+    os.makedirs(MODELS, exist_ok=True)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)   # SIGTERM checkpoints like Ctrl-C
+    for name in names:
+        out = os.path.join(MODELS, f"{name}.h5")
+        if os.path.exists(out):
+            print(f"{name}: already trained -> {out}", flush=True)
+            continue
+        _, meta = recipes.train(name, out, os.path.join(CKPT, f"{name}.ckpt.h5"))
+        print(f"{name}: {meta['trained_steps']} steps in {meta['seconds']:.0f} s, loss {meta['final_loss']:.4f} "
+              f"-> {out}", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
