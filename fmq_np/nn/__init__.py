@@ -4,12 +4,16 @@
     v = m.forward(x, t); dx = m.backward(dv)          # gradients land in m.gradients()
     opt = fq.nn.AdamW(m.parameters(), lr=1e-3); opt.step(m.gradients())
 
-See :mod:`fmq_np.nn.layers` (layers, layouts), :mod:`fmq_np.nn.models` (networks), :mod:`fmq_np.nn.optim`.
+See :mod:`fmq_np.nn.layers` (layers, layouts), :mod:`fmq_np.nn.models` (networks), :mod:`fmq_np.nn.adm` (the ADM
+U-Net of flow_matching / torchcfm, with torch's state-dict names), :mod:`fmq_np.nn.optim`.
 """
 from .layers import (Conv2d, GlobalAvgPool, GroupNorm, Linear, Module, ResBlock, SiLU,  # noqa: F401
                      TimeEmbedding)
 from .models import MODELS, Classifier, MLPVelocity, UNetVelocity, cross_entropy  # noqa: F401
 from .optim import EMA, AdamW, lr_schedule  # noqa: F401
+from .adm import ADMUNet  # noqa: F401
 
-__all__ = ["MLPVelocity", "UNetVelocity", "Classifier", "MODELS", "cross_entropy", "AdamW", "EMA", "lr_schedule",
-           "Module", "Linear", "Conv2d", "GroupNorm", "SiLU", "TimeEmbedding", "ResBlock", "GlobalAvgPool"]
+MODELS["ADMUNet"] = ADMUNet   # checkpoint files rebuild models by class name from this registry
+
+__all__ = ["MLPVelocity", "UNetVelocity", "ADMUNet", "Classifier", "MODELS", "cross_entropy", "AdamW", "EMA",
+           "lr_schedule", "Module", "Linear", "Conv2d", "GroupNorm", "SiLU", "TimeEmbedding", "ResBlock", "GlobalAvgPool"]
