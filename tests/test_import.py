@@ -233,7 +233,7 @@ def test_h5_quantized_file_gives_dequantized_arrays(tmp_path):
 
 def test_unknown_extension_and_missing_file(tmp_path):
     with pytest.raises(InputError, match="unknown file type"):
-        read_arrays(tmp_path / "model.pt")
+        read_arrays(tmp_path / "model.pkl")
     for name in ("m.npz", "m.safetensors", "m.h5"):
         with pytest.raises(FormatError, match="no such file"):
             read_arrays(tmp_path / name)

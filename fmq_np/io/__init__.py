@@ -3,10 +3,16 @@
 ``save(path, obj)`` writes a velocity model (``fmq_np.model``) or a QuantizedModel (``fmq_np.quantized``);
 ``load(path)`` reads either back, telling them apart by the file's ``format`` attribute. Loading never runs code
 (no pickle) and raises :class:`~fmq_np.errors.FormatError` on anything malformed. Writes are atomic.
+
+``read_arrays(path, key=None)`` reads the named arrays of other tools' files (.npz, .safetensors, .h5, and PyTorch
+.pth/.pt/.ckpt checkpoints through a restricted unpickler that runs no code); ``ema_to_names`` maps flow_matching's
+EMA ``shadow_params.<i>`` to parameter names; ``write_safetensors`` hands weights back to torch pipelines.
 """
 from ..errors import FormatError, InputError
 from ._h5 import open_h5, read_attr
 from .checkpoint import load_model, save_model
+from .importers import read_arrays, write_safetensors
+from .torch_pth import ema_to_names
 
 
 def file_format(path):
@@ -57,4 +63,5 @@ def load_velocity_model(path):
     return model, f"{qm.meta.get('method')} {qm.meta.get('bits')}-bit"
 
 
-__all__ = ["save", "load", "load_velocity_model", "file_format", "save_model", "load_model"]
+__all__ = ["save", "load", "load_velocity_model", "file_format", "save_model", "load_model", "read_arrays",
+           "write_safetensors", "ema_to_names"]

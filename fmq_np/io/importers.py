@@ -1,18 +1,23 @@
-"""Import named arrays written by other tools — no torch, no pickle — and write safetensors files.
+"""Import named arrays written by other tools — no torch, no code from the file — and write safetensors files.
 
 :func:`read_arrays` reads
 
 * ``.npz``: every ``.npy`` member (``allow_pickle=False``; headers checked before any allocation; CRC checked);
 * ``.safetensors``: own parser of the format (8-byte little-endian header length, JSON header of
   ``{name: {"dtype", "shape", "data_offsets": [begin, end]}}`` plus optional ``"__metadata__"``, then the data);
-  the optional ``safetensors`` package is not needed;
+  the optional ``safetensors`` package is not needed; a name given twice in the header is refused;
 * ``.h5`` / ``.hdf5``: every float dataset by its path (``"encoder/conv1/kernel"``); an fmq_np quantized file gives
-  its dequantized arrays.
+  its dequantized arrays;
+* ``.pth`` / ``.pt`` / ``.ckpt`` / ``.bin``: PyTorch checkpoints in torch's zip format (``torch.save`` since 1.6),
+  through a restricted unpickler that constructs nothing but tensors and plain containers
+  (:mod:`fmq_np.io.torch_pth`): every tensor, nesting flattened into dotted names (``"model.conv.weight"``).
 
-npz and safetensors give every numeric (bool / int / uint / float) array in the file's order; safetensors BF16
-becomes float32 (exact), the other dtypes are kept. Anything malformed — wrong magic or header, truncated data,
-shapes that do not match byte counts, overlapping or out-of-file offsets, absurd sizes — raises FormatError
-naming the file (and the tensor), never a crash and never a huge allocation.
+npz and safetensors give every numeric (bool / int / uint / float) array in the file's order; safetensors and torch
+BF16 become float32 (exact), the other dtypes are kept. ``key`` picks one part of the file: the sub-dict of a torch
+checkpoint (``key="model"``), or for the other formats the arrays named ``<key>.<rest>`` (``<key>/<rest>`` in HDF5),
+renamed ``<rest>``. Anything malformed — wrong magic or header, truncated data, shapes that do not match byte counts,
+overlapping or out-of-file offsets, absurd sizes, views outside their storage, pickles that name code — raises
+FormatError naming the file (and the tensor), never a crash and never a huge allocation.
 """
 import json
 import os
@@ -35,19 +40,50 @@ _ST_MAX_HEADER = 100_000_000
 _NUMERIC_KINDS = "biuf"
 
 
-def read_arrays(path):
-    """``dict[str, ndarray]`` of the named arrays in ``path`` (.npz, .safetensors, .h5/.hdf5); see the module doc."""
+def read_arrays(path, key=None):
+    """``dict[str, ndarray]`` of the named arrays in ``path``; runs no code from the file.
+
+    ``path``: .npz, .safetensors, .h5/.hdf5, or a torch zip checkpoint .pth/.pt/.ckpt/.bin (see the module doc).
+    ``key``: optional part of the file to read. For a torch checkpoint, the entry of the top-level dict to read
+    (``"model"`` for flow_matching's ``{"model", "optimizer", "args", ...}``, ``"state_dict"`` for Lightning; a
+    dotted path descends further); without it every tensor comes back, nesting flattened into dotted names
+    (``"model.input_blocks.0.0.weight"``, ``"optimizer.state.0.exp_avg"``) and non-tensor entries dropped. For the
+    other formats, the arrays named ``key + "." + rest`` (or ``key + "/" + rest`` in HDF5), renamed ``rest``.
+    flow_matching's EMA weights (``shadow_params.<i>``): :func:`fmq_np.io.ema_to_names` maps them to names.
+
+    Raises FormatError for a missing or malformed file, InputError for an unknown file type or a ``key`` the file
+    does not hold.
+    """
+    from .torch_pth import TORCH_EXTENSIONS, read_pth
     path = os.fspath(path)
     ext = os.path.splitext(path)[1].lower()
-    if ext not in (".npz", ".safetensors", ".h5", ".hdf5"):
-        raise InputError(f"{path}: unknown file type {ext!r}; expected .npz, .safetensors, .h5 or .hdf5")
+    if ext not in (".npz", ".safetensors", ".h5", ".hdf5") + TORCH_EXTENSIONS:
+        raise InputError(f"{path}: unknown file type {ext!r}; expected .npz, .safetensors, .h5, .hdf5 or a torch "
+                         f"checkpoint ({', '.join(TORCH_EXTENSIONS)})")
     if not os.path.isfile(path):
         raise FormatError(f"{path}: no such file")
+    if ext in TORCH_EXTENSIONS:
+        return read_pth(path, key=key)
     if ext == ".npz":
-        return _read_npz(path)
-    if ext == ".safetensors":
-        return _read_safetensors(path)
-    return _read_h5(path)
+        out = _read_npz(path)
+    elif ext == ".safetensors":
+        out = _read_safetensors(path)
+    else:
+        out = _read_h5(path)
+    return out if key is None else _pick(out, key, path, "/" if ext in (".h5", ".hdf5") else ".")
+
+
+def _pick(arrays, key, path, sep):
+    """The arrays under ``key + sep``, renamed without that prefix (an array named exactly ``key`` keeps it)."""
+    if not isinstance(key, str) or not key:
+        raise InputError(f"key must be a non-empty str, got {key!r}")
+    prefix = key.rstrip(sep) + sep
+    out = {k[len(prefix):]: a for k, a in arrays.items() if k.startswith(prefix)}
+    if key in arrays:
+        out = {key: arrays[key], **out}
+    if not out:
+        raise InputError(f"{path}: no arrays under {key!r} (names start e.g. {', '.join(list(arrays)[:3]) or 'none'})")
+    return out
 
 
 # ------------------------------------------------------------------------------------------------------ safetensors
@@ -92,7 +128,9 @@ def _read_safetensors(path):
         if n < 2 or n > _ST_MAX_HEADER or 8 + n > size:
             raise FormatError(f"{path}: not a safetensors file (header length {n} for a file of {size} bytes)")
         try:
-            header = json.loads(fh.read(n).decode("utf-8"))
+            header = json.loads(fh.read(n).decode("utf-8"), object_pairs_hook=_unique_keys)
+        except _DuplicateKey as exc:
+            raise FormatError(f"{path}: safetensors header gives {exc.args[0]!r} twice") from None
         except (UnicodeDecodeError, ValueError, RecursionError) as exc:
             raise FormatError(f"{path}: safetensors header is not valid JSON ({exc})") from None
         entries = _check_st_header(header, size - 8 - n, path)
@@ -104,6 +142,20 @@ def _read_safetensors(path):
                 raise FormatError(f"{path}: tensor {name!r} is truncated")
             a = np.frombuffer(data, dtype=_ST_DTYPES[dtype]).reshape(shape)
             out[name] = _bf16_to_f32(a) if dtype == "BF16" else a.astype(a.dtype.newbyteorder("="))
+    return out
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs):
+    """json object hook: a JSON object naming a key twice is refused (json.loads would keep the last one)."""
+    out = {}
+    for k, v in pairs:
+        if k in out:
+            raise _DuplicateKey(k)
+        out[k] = v
     return out
 
 
