@@ -29,8 +29,8 @@ class History:
 
 
 def fit(model, data, steps, batch_size=256, lr=1e-3, seed=0, *, betas=(0.9, 0.95), weight_decay=0.0,
-        ema_decay=0.999, schedule="constant", warmup=0, final_lr=1e-8, times="uniform", coupling=None,
-        checkpoint=None, checkpoint_every=1000, resume=False, progress=None, meta=None):
+        ema_decay=0.999, ema_warmup=True, schedule="constant", warmup=0, final_lr=1e-8, times="uniform",
+        coupling=None, checkpoint=None, checkpoint_every=1000, resume=False, progress=None, meta=None):
     """Train ``model`` in place by flow matching on ``data`` and return its :class:`History`.
 
     Each step draws ``batch_size`` data points x1 (with replacement), noise x0 ~ N(0, I), times t from the
@@ -38,7 +38,10 @@ def fit(model, data, steps, batch_size=256, lr=1e-3, seed=0, *, betas=(0.9, 0.95
     (``coupling="ot"``), and takes an AdamW step on the mean squared error between ``model.forward(x_t, t)`` and
     x1 − x0. The learning rate follows ``schedule`` (``"constant"``, ``"linear"`` decay to ``final_lr``, ``"cosine"``)
     after ``warmup`` steps. With ``ema_decay`` > 0 an exponential moving average of the weights is kept and the
-    model ends training holding the EMA weights.
+    model ends training holding the EMA weights. ``ema_warmup=True`` (the default) ramps the EMA's decay up as
+    ``min(ema_decay, (1 + k) / (10 + k))`` at step k, so the average forgets the initial weights (which otherwise
+    keep a share ema_decay**steps: 5 % after 3000 steps at 0.999); ``ema_warmup=False`` keeps ``ema_decay`` from
+    the first step (the behaviour before this option existed).
 
     ``checkpoint``: an HDF5 path written every ``checkpoint_every`` steps, at the end, and when Ctrl-C stops the
     run after the step in progress (atomic writes; it holds the EMA weights as the model plus everything needed to resume). ``resume=True``
@@ -68,6 +71,7 @@ def fit(model, data, steps, batch_size=256, lr=1e-3, seed=0, *, betas=(0.9, 0.95
         start_step = _restore(checkpoint, model, opt, ema, rng, history)
     run_meta = dict(meta or {}, steps=int(steps), batch_size=int(batch_size), lr=float(lr), seed=int(seed),
                     betas=list(map(float, betas)), weight_decay=float(weight_decay), ema_decay=float(ema_decay),
+                    ema_warmup=bool(ema_warmup),
                     schedule=schedule, warmup=int(warmup), times=times, coupling=coupling)
 
     def save(step):
@@ -83,6 +87,7 @@ def fit(model, data, steps, batch_size=256, lr=1e-3, seed=0, *, betas=(0.9, 0.95
             if not np.isfinite(loss):
                 raise FmqError(f"training diverged at step {step}: loss is {loss} (lower lr={lr:g}? data scaled?)")
             if ema is not None:
+                ema.decay = min(ema_decay, (1.0 + step) / (10.0 + step)) if ema_warmup else ema_decay
                 ema.update(model.parameters())
             history.step.append(step)
             history.loss.append(loss)
