@@ -3,8 +3,9 @@
     python benchmarks/train_models.py mnist fashion        # or: all
     python benchmarks/train_models.py --status
 
-Each run checkpoints to benchmarks/checkpoints/<name>.ckpt.h5 every 250 steps (commit these to carry a run over
-to another machine) and, when finished, writes data/models/<name>.h5. Ctrl-C / SIGTERM stop after the step in
+Each U-Net run checkpoints to benchmarks/checkpoints/<name>.ckpt.h5 every 250 steps (commit these to carry a run
+over to another machine) and, when finished, writes data/models/<name>.h5; the FD feature nets (features_<dataset>,
+minutes each) train in one go to data/models/features_<dataset>.h5. Ctrl-C / SIGTERM stop after the step in
 progress with a checkpoint; running the same command again resumes. On 2 cores run two names at once, each with
 NUMBA_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1.
 """
@@ -22,7 +23,7 @@ MODELS = os.path.join(ROOT, "data", "models")
 
 
 def status():
-    for name in recipes.RECIPES:
+    for name in [*recipes.RECIPES, *recipes.FEATURE_RECIPES]:
         steps = recipes.recipe(name)[1]["steps"]
         out, ck = os.path.join(MODELS, f"{name}.h5"), os.path.join(CKPT, f"{name}.ckpt.h5")
         if os.path.exists(out):
@@ -35,12 +36,15 @@ def status():
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("names", nargs="*", help=f"recipes to train: {', '.join(recipes.RECIPES)} or all")
+    ap.add_argument("names", nargs="*", help="recipes to train: "
+                    f"{', '.join([*recipes.RECIPES, *recipes.FEATURE_RECIPES])} or all")
     ap.add_argument("--status", action="store_true", help="print how far each model is and exit")
     args = ap.parse_args()
     if args.status or not args.names:
         return status()
-    names = list(recipes.RECIPES) if args.names == ["all"] else args.names
+    names = [*recipes.RECIPES, *recipes.FEATURE_RECIPES] if args.names == ["all"] else args.names
+    for name in names:
+        recipes.recipe(name)          # an unknown name fails before any training
     os.makedirs(CKPT, exist_ok=True)
     os.makedirs(MODELS, exist_ok=True)
     signal.signal(signal.SIGTERM, signal.default_int_handler)   # SIGTERM checkpoints like Ctrl-C
@@ -48,6 +52,11 @@ def main():
         out = os.path.join(MODELS, f"{name}.h5")
         if os.path.exists(out):
             print(f"{name}: already trained -> {out}", flush=True)
+            continue
+        if name in recipes.FEATURE_RECIPES:
+            _, meta = recipes.train_features(name, out)
+            print(f"{name}: {meta['recipe']['steps']} steps in {meta['seconds']:.0f} s, test accuracy "
+                  f"{meta['test_accuracy']:.2%} -> {out}", flush=True)
             continue
         _, meta = recipes.train(name, out, os.path.join(CKPT, f"{name}.ckpt.h5"))
         print(f"{name}: {meta['trained_steps']} steps in {meta['seconds']:.0f} s, loss {meta['final_loss']:.4f} "

@@ -23,11 +23,14 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SHIPPED = {"digits.npz": "6f801551877abf69fbf3711373bb642a18dc933430a3385cd6febc235225ea6f",
            "lfw_faces.npz": "ceb4d295fd01afe8b2a17eb68beb43953c9fad10de7221eb71f0a844aec24a01",
            "natural_images.npz": "537bdd49e7c7748da6391d7c7a6d46ad75e08168aa6be9336bbda27350d6c59b"}
-# file -> (source file, train images, test images, content SHA-256): the first n of each split of the original
+# file -> (source file, train images, extra images, test images, content SHA-256): the first n_train training
+# images (what the generative models learn from), the next n_extra training images (only the FD feature nets
+# learn from them: ``split="extra"``) and the first n_test test images of the original
 SUBSETS = {
-    "mnist.npz": ("mnist.npz", 8_000, 5_000, "69505361788aaae539c64f9f2f3443e4f137d5df5dda6704df48222e11545493"),
-    "fashion_mnist.npz": ("fashion_mnist.npz", 8_000, 5_000,
-                          "50133fa13bf65c93cac2d05d5cead390287c7d90f205631a9e8ac53d00b3abf0"),
+    "mnist.npz": ("mnist.npz", 8_000, 16_000, 5_000,
+                  "fccb88f15e25503f904d1b1b4151df9110aeaa3a37580dc9048720b35362285e"),
+    "fashion_mnist.npz": ("fashion_mnist.npz", 8_000, 16_000, 5_000,
+                          "863225dd6104a11aae6404068a7922494cec9c99aff2942c0c16f43e80e191c9"),
 }
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
@@ -75,10 +78,12 @@ def copy_checked(src, dst, expected):
     return digest
 
 
-def build_subset(src, dst, n_train, n_test, expected):
+def build_subset(src, dst, n_train, n_extra, n_test, expected):
     with np.load(src, allow_pickle=False) as f:
         arrays = {"x_train": f["x_train"][:n_train], "y_train": f["y_train"][:n_train],
-                  "x_test": f["x_test"][:n_test], "y_test": f["y_test"][:n_test]}
+                  "x_test": f["x_test"][:n_test], "y_test": f["y_test"][:n_test],
+                  "x_extra": f["x_train"][n_train:n_train + n_extra],
+                  "y_extra": f["y_train"][n_train:n_train + n_extra]}
     digest = content_sha256(arrays)
     if expected is not None and digest != expected:
         sys.exit(f"build_data: {src} subset has content sha256 {digest}, expected {expected}")
@@ -99,9 +104,9 @@ def main(argv=None):
         dst = os.path.join(HERE, name)
         digest = copy_checked(os.path.join(args.shared, name), dst, expected)
         print(f"{name}: {os.path.getsize(dst)} bytes, sha256 {digest}")
-    for name, (src, n_train, n_test, expected) in SUBSETS.items():
+    for name, (src, n_train, n_extra, n_test, expected) in SUBSETS.items():
         dst = os.path.join(HERE, name)
-        digest = build_subset(os.path.join(args.shared, src), dst, n_train, n_test, expected)
+        digest = build_subset(os.path.join(args.shared, src), dst, n_train, n_extra, n_test, expected)
         print(f"{name}: {os.path.getsize(dst)} bytes, content_sha256 {digest}, file sha256 {sha256(dst)}")
 
 

@@ -9,7 +9,9 @@ Every recipe is the paper's FM training (CondOT path, skewed times, AdamW betas 
   already draws recognisable digits);
 - batch 64: a batch-32 step costs half as much (0.31 s) but the loss is noisier at the same LR; 64 is the
   size the paper's small-image runs use per device;
-- ``steps`` per dataset: as many as the training budget of one work session allowed (see each recipe's note).
+- ``steps`` per dataset: as many as the training budget of one work session on 2 shared cores allowed: 4000 for
+  MNIST and Fashion-MNIST (~75 min each on one core here), 600 for the three stand-ins (their data are crops of
+  five photographs and 100 faces; see the reproduction report for what they can and cannot show).
 
 ``train(name, out, checkpoint)`` runs a recipe with checkpoints and resume; ``benchmarks/train_models.py``
 drives it for every shipped model. The model file records the recipe, the steps, the wall time and the dataset
@@ -25,18 +27,23 @@ from .errors import InputError
 RECIPES = {
     "mnist": ("mnist", dict(width=16, mults=(1, 2, 2), steps=4000, batch=64, lr=1e-3, ema=0.999)),
     "fashion": ("fashion", dict(width=16, mults=(1, 2, 2), steps=4000, batch=64, lr=1e-3, ema=0.999)),
-    "cifar-standin": ("cifar-standin", dict(width=16, mults=(1, 2, 2), steps=1200, batch=64, lr=1e-3, ema=0.995)),
-    "faces": ("faces", dict(width=16, mults=(1, 2, 2), steps=1000, batch=32, lr=1e-3, ema=0.995)),
-    "imagenet-standin": ("imagenet-standin", dict(width=16, mults=(1, 2, 2), steps=1200, batch=64, lr=1e-3,
-                                                  ema=0.995)),
+    "cifar-standin": ("cifar-standin", dict(width=16, mults=(1, 2, 2), steps=600, batch=64, lr=1e-3, ema=0.99)),
+    "faces": ("faces", dict(width=16, mults=(1, 2, 2), steps=600, batch=32, lr=1e-3, ema=0.99)),
+    "imagenet-standin": ("imagenet-standin", dict(width=16, mults=(1, 2, 2), steps=600, batch=64, lr=1e-3,
+                                                  ema=0.99)),
 }
 #: feature networks of the Fréchet distance: ``features_<dataset>`` -> (dataset, recipe of a
 #: :class:`~fmq_np.nn.Classifier` with a ``hidden``-unit penultimate layer over the flattened conv maps, trained on
-#: the dataset's labels with AdamW, linear LR decay and random shifts of up to ``shift`` pixels). The flattened
-#: form learns far faster than the global-average-pool one (MNIST: 39 % test accuracy after 100 steps pooled).
+#: the dataset's labels with AdamW, linear LR decay, random shifts of up to ``shift`` pixels and, with ``flip``,
+#: random left-right flips; with ``extra``, on the dataset's ``extra`` split too, images the generative models never
+#: see). The flattened form learns far faster than the global-average-pool one (MNIST: 39 % test accuracy after
+#: 100 steps pooled). On the 8000 training images alone MNIST reached 97.7 % (1500 steps) and Fashion-MNIST 87.3 %
+#: (3000 steps, with flips): short of 88 %; the 16000 extra images close that gap. MNIST reaches 98.2 % in 3500.
 FEATURE_RECIPES = {
-    f"features_{d}": (d, dict(width=16, hidden=128, steps=steps, batch=64, lr=1e-3, shift=2, seed=0))
-    for d, steps in (("mnist", 1500), ("fashion", 2000), ("cifar-standin", 400), ("imagenet-standin", 400))
+    f"features_{d}": (d, dict(width=16, hidden=128, steps=steps, batch=64, lr=1e-3, shift=2, flip=flip, extra=extra,
+                              seed=0))
+    for d, steps, flip, extra in (("mnist", 3500, False, False), ("fashion", 4000, True, True),
+                                  ("cifar-standin", 400, True, False), ("imagenet-standin", 400, True, False))
 }
 #: the paper's fixed parts of every recipe
 PAPER_RECIPE = dict(betas=(0.9, 0.95), schedule="linear", times="skewed", seed=0)
@@ -94,6 +101,9 @@ def train_features(name, out, progress=None):
     from ._progress import Progress
     dataset, settings = recipe(name)
     x, y = datasets.load(dataset, return_labels=True)
+    if settings["extra"]:
+        x_extra, y_extra = datasets.load(dataset, return_labels=True, split="extra")
+        x, y = np.concatenate([x, x_extra]), np.concatenate([y, y_extra])
     x_test, y_test = datasets.load(dataset, return_labels=True, split="test")
     net = nn.Classifier(channels=x.shape[1], size=x.shape[2], n_classes=int(y.max()) + 1, width=settings["width"],
                         hidden=settings["hidden"], seed=settings["seed"])
@@ -105,6 +115,8 @@ def train_features(name, out, progress=None):
         for step in range(settings["steps"]):
             idx = rng.integers(0, len(x), settings["batch"])
             batch = random_shifts(x[idx], settings["shift"], rng)
+            if settings["flip"]:
+                batch = np.where(rng.random(len(batch))[:, None, None, None] < 0.5, batch[..., ::-1], batch)
             loss, dlogits = nn.cross_entropy(net.forward(batch), y[idx])
             net.backward(dlogits)
             opt.step(net.gradients(), lr=lr_at(step))
