@@ -189,6 +189,23 @@ def test_lightning_layout_key_and_dropped_leaves(tmp_path):
     assert_same(fq.io.read_arrays(tmp_path / "n.pth", key="a.1"), {"0": w[0]})
 
 
+def test_dict_and_list_subclasses_and_tensor_subclasses_keep_their_tensors(tmp_path):
+    w = np.arange(4, dtype=np.float32)
+    ckpt = {"state_dict": {"w": mp.tensor(w)},
+            "hyper_parameters": _Global("lightning.fabric.utilities.data", "AttributeDict", (),
+                                        dict_items={"lr": 0.1, "net": "unet"}),
+            "buffers": _Global("collections", "defaultdict", (mp.Global("builtins", "list"),),
+                               dict_items={"ema": mp.tensor(w + 1)}),
+            "history": _Global("mylib", "TensorList", (), items=[mp.tensor(w + 2), 3]),
+            "sub": _Global("torch._tensor", "_rebuild_from_type_v2",
+                           (mp.REBUILD_V2, mp.Global("mylib", "MyTensor"),
+                            (mp.Storage(w + 3, "float32"), 0, (4,), (1,), False, collections.OrderedDict()), {})),
+            "path": _Global("pathlib", "PosixPath", ("a", "b")),
+            "np_scalar": _Global("numpy.core.multiarray", "scalar", (mp.Global("numpy", "dtype"), b"\x00" * 8))}
+    got = fq.io.read_arrays(write(tmp_path, ckpt))
+    assert_same(got, {"state_dict.w": w, "buffers.ema": w + 1, "history.0": w + 2, "sub": w + 3})
+
+
 def test_duplicate_flattened_name_is_refused(tmp_path):
     w = np.ones(2, np.float32)
     with pytest.raises(FormatError, match=r"'a\.b' appears twice"):
@@ -277,6 +294,21 @@ def test_unsupported_dtype_names_the_tensor(tmp_path):
         b"torch\nByteStorage\n", b"torch\nQInt8Storage\n")))
     with pytest.raises(FormatError, match=r"tensor 'q'.*qint8 is not supported"):
         fq.io.read_arrays(path)
+    for rebuilder, kind in [("_rebuild_qtensor", "quantized"), ("_rebuild_sparse_tensor", "sparse")]:
+        obj = {"w": mp.tensor(np.ones(2, np.float32)), "odd": _Global("torch._utils", rebuilder, (1, 2))}
+        path = write(tmp_path, obj, name="odd.pth")
+        with pytest.raises(FormatError, match=rf"tensor 'odd' is a {kind} tensor"):
+            fq.io.read_arrays(path)
+        assert list(fq.io.read_arrays(path, key="w")) == ["w"]               # selecting around it works
+
+
+def test_pickle_protocols_3_to_5(tmp_path):
+    w = np.arange(6, dtype=np.float32).reshape(3, 2)
+    for protocol in (3, 4, 5):
+        obj = collections.OrderedDict([("a.w", mp.tensor(w)), ("a.t", mp.Tensor(mp.Storage(w, "float32"), 0,
+                                                                                 (2, 3), (1, 2)))])
+        path = write(tmp_path, obj, protocol=protocol)
+        assert_same(fq.io.read_arrays(path), {"a.w": w, "a.t": w.T.copy()})
 
 
 # --------------------------------------------------------------------------------------- hostile pickles
@@ -289,11 +321,15 @@ class _System:
 
 
 class _Global:
-    def __init__(self, module, name, args):
+    """Pickles as ``module.name(*args)`` (REDUCE), then BUILD(state), APPENDS(items), SETITEMS(dict_items)."""
+
+    def __init__(self, module, name, args, state=None, items=None, dict_items=None):
         self.g, self.args = mp.Global(module, name), args
+        self.rest = (state, None if items is None else iter(items),
+                     None if dict_items is None else iter(dict_items.items()))
 
     def __reduce__(self):
-        return self.g, self.args
+        return (self.g, self.args) + self.rest
 
 
 def test_os_system_in_reduce_is_refused_and_runs_nothing(tmp_path):

@@ -25,7 +25,8 @@ so a forged memo index cannot make it allocate). ``find_class`` never imports an
 the tensor / parameter rebuilders and the storage classes and dtypes above (to inert stand-ins defined here that
 record their arguments; nothing of torch is ever called), ``collections.OrderedDict``, ``builtins.set`` /
 ``frozenset`` and ``_codecs.encode`` (how protocol 2 stores ``bytes``). Any other global becomes an inert placeholder
-class that records what the pickle gives it and is dropped from the result; globals that can only mean code
+class that records what the pickle gives it and is dropped from the result (a placeholder filled like a dict or a
+list, e.g. ``collections.defaultdict``, keeps the tensors among its items); globals that can only mean code
 execution (``os.system``, ``subprocess``, ``builtins.eval`` ...) raise FormatError at once. A pickled full
 ``nn.Module`` (instead of its ``state_dict()``), a TorchScript archive and a legacy (pre-zip) torch file each raise a
 one-line FormatError saying how to re-save the checkpoint.
@@ -81,9 +82,14 @@ _DANGEROUS_MODULES = {"os", "posix", "nt", "subprocess", "sys", "shutil", "socke
                       "signal", "_thread", "threading", "asyncio", "operator", "_operator", "io", "_io", "commands",
                       "popen2", "_posixsubprocess", "timeit", "cProfile", "profile", "trace"}
 _DANGEROUS_BUILTINS = {"eval", "exec", "execfile", "compile", "__import__", "open", "file", "getattr", "setattr",
-                       "delattr", "globals", "locals", "vars", "input", "breakpoint", "reload", "memoryview",
-                       "bytearray", "help", "exit", "quit", "classmethod", "staticmethod", "property", "super",
-                       "type", "object"}
+                       "delattr", "globals", "locals", "vars", "input", "breakpoint", "reload"}
+# torch's other tensor rebuilders: such tensors are refused by name (not silently dropped)
+_UNSUPPORTED_REBUILDERS = {
+    "_rebuild_qtensor": "quantized", "_rebuild_sparse_tensor": "sparse", "_rebuild_sparse_csr_tensor": "sparse CSR",
+    "_rebuild_nested_tensor": "nested", "_rebuild_meta_tensor_no_storage": "meta (data-less)",
+    "_rebuild_wrapper_subclass": "wrapper subclass", "_rebuild_device_tensor_from_numpy": "device",
+    "_rebuild_device_tensor_from_cpu_tensor": "device", "_rebuild_xla_tensor": "XLA", "_rebuild_mps_tensor": "MPS",
+    "_rebuild_tensor": "legacy"}
 _LEGACY_MAGIC = (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
 
 #: the pickle of a state dict is ~100 bytes per tensor; anything above this is refused
@@ -215,11 +221,12 @@ class _Storage(_Inert):
 
 
 class _TensorRef(_Inert):
-    """A tensor as the pickle describes it; validated and materialized later, when its name is known."""
-    __slots__ = ("args", "v3")
+    """A tensor as the pickle describes it; validated and materialized later, when its name is known.
+    ``unsupported``: the name of a torch rebuilder for tensors fmq_np does not read (quantized, sparse, ...)."""
+    __slots__ = ("args", "v3", "unsupported")
 
-    def __init__(self, args, v3):
-        self.args, self.v3 = args, v3
+    def __init__(self, args, v3, unsupported=None):
+        self.args, self.v3, self.unsupported = args, v3, unsupported
 
 
 class _Rebuilder(_Inert):
@@ -232,8 +239,15 @@ class _Rebuilder(_Inert):
     def __call__(self, *args):
         if self.kind in ("v2", "v3"):
             return _TensorRef(args, self.kind == "v3")
+        if self.kind.startswith("_rebuild"):   # a tensor of a kind not read here: refused when selected
+            return _TensorRef((), False, unsupported=self.kind)
         if self.kind == "parameter":            # (data, requires_grad, hooks[, state])
             return args[0] if args and isinstance(args[0], _TensorRef) else None
+        if self.kind == "from_type":            # a Tensor subclass: (rebuild func, subclass, args, state)
+            if len(args) == 4 and isinstance(args[0], _Rebuilder) and args[0].kind in ("v2", "v3") \
+                    and isinstance(args[2], tuple):
+                return args[0](*args[2])
+            return None
         if self.kind == "encode":               # _codecs.encode(str, "latin1"): protocol 2's form of bytes
             if len(args) in (1, 2) and isinstance(args[0], str) and (len(args) == 1 or args[1] in (
                     "latin1", "latin-1", "utf-8", "utf8", "ascii")):
@@ -243,13 +257,15 @@ class _Rebuilder(_Inert):
 
 
 class _Opaque:
-    """Base of the inert placeholders for globals the reader does not resolve: each instance records the arguments
-    and state the pickle gave it. Never imported, never called into; dropped from the result."""
+    """Base of the inert placeholders for globals the reader does not resolve: each instance records the arguments,
+    state, items and list items the pickle gives it. Never imported, never called into. Dropped from the result,
+    except that the tensors among its items are kept when it was filled like a dict or a list (a dict or list
+    subclass: ``collections.defaultdict``, Lightning's ``AttributeDict``)."""
     fq_module = fq_name = ""
 
     def __new__(cls, *args, **kwargs):
         obj = object.__new__(cls)
-        obj.__dict__["fq_args"], obj.__dict__["fq_state"] = args, None
+        obj.__dict__.update(fq_args=args, fq_state=None, fq_items=None, fq_list=None)
         return obj
 
     def __init__(self, *args, **kwargs):
@@ -257,6 +273,20 @@ class _Opaque:
 
     def __setstate__(self, state):
         self.__dict__["fq_state"] = state
+
+    def __setitem__(self, key, value):         # SETITEM(S) on a dict subclass
+        if self.fq_items is None:
+            self.__dict__["fq_items"] = {}
+        self.fq_items[key] = value
+
+    def append(self, value):                   # APPEND(S) on a list subclass
+        if self.fq_list is None:
+            self.__dict__["fq_list"] = []
+        self.fq_list.append(value)
+
+    def extend(self, values):
+        for v in values:
+            self.append(v)
 
     def __reduce__(self):
         raise TypeError("not picklable")
@@ -298,6 +328,8 @@ class _Unpickler(pickle._Unpickler):
                     "_rebuild_parameter_with_state": "parameter"}.get(name)
             if kind:
                 return _Rebuilder(kind)
+            if name in _UNSUPPORTED_REBUILDERS:
+                return _Rebuilder(name)
         elif module == "torch":
             if name in _STORAGE_CLASSES:
                 return _StorageType(name, _STORAGE_CLASSES[name])
@@ -313,6 +345,8 @@ class _Unpickler(pickle._Unpickler):
             return {"set": set, "frozenset": frozenset}[name]
         elif (module, name) == ("_codecs", "encode"):
             return _Rebuilder("encode")
+        elif (module, name) == ("torch._tensor", "_rebuild_from_type_v2"):
+            return _Rebuilder("from_type")
         if (module, name) not in self._opaque:
             if len(self._opaque) > 10_000:
                 raise pickle.UnpicklingError("too many distinct globals")
@@ -486,7 +520,8 @@ class _Flattener:
         if isinstance(node, _Opaque):
             if node.is_module():
                 self.modules.append(node)
-            return
+                return
+            node = node.fq_items if node.fq_items is not None else node.fq_list   # a dict / list subclass
         if isinstance(node, dict):
             items = node.items()
         elif isinstance(node, (list, tuple)):
@@ -504,6 +539,10 @@ class _Flattener:
 
     def _materialize(self, ref, name):
         label = f"{self.path}: tensor {name!r}"
+        if ref.unsupported:
+            raise FormatError(f"{label} is a {_UNSUPPORTED_REBUILDERS[ref.unsupported]} tensor (torch._utils."
+                              f"{ref.unsupported}); only dense tensors are read: convert it in torch first "
+                              f"(.dequantize(), .to_dense(), .cpu())")
         args = ref.args
         n_fixed = 7 if ref.v3 else 6
         if len(args) not in (n_fixed, n_fixed + 1):
