@@ -15,24 +15,157 @@ from .errors import FmqError
 
 
 def _check_output(*paths):
-    """Fail before any long work when an output file could not be written: its folder must exist and be writable."""
+    """Fail before any long work when an output file could not be written: it must not be a folder, and its folder
+    must exist and take a new file (tried for real: permission bits do not tell root or read-only mounts)."""
+    import tempfile
     for path in paths:
         if path is None:
             continue
+        if os.path.isdir(path):
+            raise FmqError(f"{path}: is a directory; give a file name")
         folder = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(folder):
             raise FmqError(f"{path}: folder {folder} does not exist")
-        if not os.access(folder, os.W_OK):
-            raise FmqError(f"{path}: folder {folder} is not writable")
+        try:
+            with tempfile.TemporaryFile(dir=folder, prefix=".fmq_np-probe-"):
+                pass
+        except OSError as exc:
+            raise FmqError(f"{path}: folder {folder} is not writable ({exc.strerror or exc})") from None
+
+
+def _check_input(path, what="model file"):
+    """A one-line error for an input that is a folder or missing (before any loader sees it)."""
+    if os.path.isdir(path):
+        raise FmqError(f"{path}: is a directory, expected a {what}")
+    if not os.path.exists(path):
+        raise FmqError(f"{path}: no such file")
+
+
+def _same_file(a, b):
+    """True when paths ``a`` and ``b`` name one file (links and relative paths resolved)."""
+    if a is None or b is None:
+        return False
+    try:
+        if os.path.exists(a) and os.path.exists(b):
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _check_distinct(outputs, inputs):
+    """Refuse an output (``(flag, path)``) that is the same file as an input (``(label, path)``): it would be
+    overwritten."""
+    for flag, out in outputs:
+        for label, path in inputs:
+            if _same_file(out, path):
+                raise FmqError(f"{flag} {out} is the same file as {label}: it would be overwritten; "
+                               f"choose another {flag}")
+
+
+def _warn(command, text):
+    print(f"fmq-np {command}: warning: {text}", file=sys.stderr, flush=True)
+
+
+def _check_source(float_path, params, quantized_path, meta, command):
+    """Error when the quantized file records a digest of its source weights that ``params`` do not match;
+    a warning when it records none (files of older fmq_np versions)."""
+    from .quant.model import weights_digest
+    digest = meta.get("source_digest") if isinstance(meta, dict) else None
+    if digest is None:
+        _warn(command, f"{quantized_path} records no digest of its source weights (older fmq_np); cannot check "
+                       f"that it was quantized from {float_path}")
+    elif digest != weights_digest(params):
+        raise FmqError(f"{quantized_path} was not quantized from {float_path}: its source weights differ "
+                       "(digest mismatch); pass the float model it came from")
+
+
+#: batch size above which --coupling ot warns: the exact assignment costs O(batch^3) per step
+OT_BATCH_WARN = 1024
+
+
+def _seed(text):
+    """argparse type of --seed: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
+    return value
+
+
+def _positive_float(text):
+    """argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (np.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+    return value
+
+
+def _nonnegative_float(text):
+    """argparse type: a finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (np.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+    return value
+
+
+def _train_memory(args, dim=None, image=None):
+    """InputError before building anything when the model or a training step of these sizes cannot fit."""
+    from ._memory import check_memory, memory_budget
+    f32 = 4
+    if dim is not None:          # MLP: weights (+ grads, Adam, EMA, copies: x8) and per-sample activations
+        h, depth = args.hidden, args.depth
+        n_params = (dim + 1) * h + h + (depth - 1) * (h * h + h) + h * dim + dim
+        check_memory(8 * f32 * n_params, f"an MLP of width {h} and depth {depth}", "--hidden", h,
+                     largest=int((memory_budget() / (8 * f32 * max(depth, 1))) ** 0.5))
+        check_memory(8 * f32 * n_params, f"an MLP of width {h} and depth {depth}", "--depth", depth)
+        check_memory(2 * f32 * dim * args.n_data, "the training points", "--n-data", args.n_data)
+        per_sample = f32 * (4 * h * depth + 8 * dim)
+        fixed = 8 * f32 * n_params + 2 * f32 * dim * args.n_data
+        check_memory(fixed + per_sample * args.batch_size, "a training step", "--batch-size", args.batch_size,
+                     largest=int((memory_budget() - fixed) // per_sample))
+    else:                        # U-Net: ~100 width^2 weights; ~40 activation maps of width channels per sample
+        c, size = image
+        w = args.width
+        n_params = 110 * w * w + 20 * w * c
+        check_memory(8 * f32 * n_params, f"a U-Net of width {w}", "--width", w)
+        per_sample = f32 * 40 * w * size * size * max(1, c)
+        fixed = 8 * f32 * n_params
+        check_memory(fixed + per_sample * args.batch_size, f"a training step of a width-{w} U-Net on {size}x{size} "
+                     "images", "--batch-size", args.batch_size, largest=int((memory_budget() - fixed) // per_sample))
 
 
 def _train(args):
     from . import datasets, flow, io, nn
     _check_output(args.out, args.checkpoint)
+    _check_distinct([("--out", args.out)], [("--checkpoint", args.checkpoint)])
+    if args.resume and args.checkpoint is None:
+        raise FmqError("--resume needs --checkpoint FILE (the checkpoint to continue)")
+    if args.checkpoint is not None and os.path.exists(args.checkpoint) and not (args.resume or args.overwrite):
+        raise FmqError(f"--checkpoint {args.checkpoint} exists: pass --resume to continue that run, or --overwrite "
+                       "to start over and replace it")
+    for flag, value in (("--steps", args.steps), ("--batch-size", args.batch_size), ("--n-data", args.n_data),
+                        ("--hidden", args.hidden), ("--depth", args.depth), ("--width", args.width),
+                        ("--checkpoint-every", args.checkpoint_every)):
+        if value < 1:
+            raise FmqError(f"{flag} must be >= 1, got {value}")
     name = datasets.canonical(args.dataset)
+    if args.coupling == "ot" and args.batch_size > OT_BATCH_WARN:
+        _warn("train", f"--coupling ot solves an exact {args.batch_size}x{args.batch_size} assignment every step "
+                       f"(cost ~batch^3: seconds to tens of seconds a step above {OT_BATCH_WARN}); a smaller "
+                       "--batch-size is much faster")
     if args.model == "mlp":
         if name not in datasets.TOYS:
             raise FmqError(f"--model mlp needs a 2-D dataset ({', '.join(datasets.TOYS)}); use --model unet for {name}")
+        _train_memory(args, dim=2)
         data = datasets.load(name, n=args.n_data, seed=args.seed)
         model = nn.MLPVelocity(dim=data.shape[1], hidden=args.hidden, depth=args.depth, seed=args.seed)
     else:
@@ -40,11 +173,14 @@ def _train(args):
             raise FmqError(f"--model unet needs an image dataset ({', '.join(datasets.IMAGES)})")
         data = datasets.load(name, seed=args.seed)
         c, size = data.shape[1], data.shape[2]
+        _train_memory(args, image=(c, size))
         model = nn.UNetVelocity(channels=c, size=size, width=args.width, seed=args.seed)
     hist = flow.fit(model, data, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                     ema_decay=args.ema, schedule=args.schedule, warmup=args.warmup, times=args.times,
                     coupling=args.coupling, checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every,
-                    resume=args.resume, meta={"dataset": name})
+                    resume=args.resume,
+                    meta={"dataset": name, "model": args.model} | ({"n_data": args.n_data} if args.model == "mlp"
+                                                                   else {}))
     tail = hist.loss[-min(100, len(hist.loss)):]
     io.save_model(args.out, model, meta={"dataset": name, "steps": args.steps, "final_loss": float(np.mean(tail)),
                                          "seconds": hist.seconds})
@@ -55,8 +191,17 @@ def _train(args):
 
 def _sample(args):
     from . import flow, images, io
+    from ._memory import check_memory, memory_budget
+    from .flow.shapes import sample_shape
+    _check_input(args.model)
     _check_output(args.out, args.png)
+    _check_distinct([("--out", args.out), ("--png", args.png)], [("the model", args.model)])
+    _check_distinct([("--png", args.png)], [("--out", args.out)])
+    if args.n < 1:
+        raise FmqError(f"-n must be >= 1, got {args.n}")
     model, kind = io.load_velocity_model(args.model)
+    per_sample = 3 * 4 * int(np.prod(sample_shape(model)))       # noise, result, the copy written out (float32)
+    check_memory(per_sample * args.n, "the samples", "-n", args.n, largest=memory_budget() // per_sample)
     x = flow.sample(model, n=args.n, solver=args.solver, steps=args.steps, seed=args.seed, atol=args.atol,
                     rtol=args.rtol)
     if args.out:
@@ -69,7 +214,10 @@ def _sample(args):
 
 def _bounds(args):
     from .theory.cli_bounds import run_bounds
+    _check_input(args.model)
+    _check_input(args.quantized, "quantized model file")
     _check_output(args.json)
+    _check_distinct([("--json", args.json)], [("the model", args.model), ("the quantized model", args.quantized)])
     print(run_bounds(args.model, args.quantized, json_out=args.json, n_samples=args.n, solver=args.solver,
                      steps=args.steps, seed=args.seed, splits=args.splits, margin=args.margin))
 
@@ -78,7 +226,11 @@ def _demo(args):
     """The main job on the embedded data: a 2-D toy and the 8×8 digits, trained, sampled, measured, drawn."""
     from . import datasets, flow, images, io, nn
     from .eval import sliced_w2
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise FmqError(f"--out {args.out} is a file; give a folder")
     os.makedirs(args.out, exist_ok=True)
+    _check_output(*(os.path.join(args.out, f) for f in ("moons.h5", "moons_samples.png", "moons_data.png",
+                                                         "digits.h5", "digits_samples.png")))
     moons = datasets.load("moons", n=20_000, seed=args.seed)
     mlp = nn.MLPVelocity(dim=2, hidden=256, depth=4, seed=args.seed)
     print(f"[1/2] MLP 4x256 on moons, {args.mlp_steps} steps")
@@ -107,9 +259,15 @@ def _demo(args):
 def _evaluate(args):
     from . import datasets, io
     from .eval import compare
+    from .io.quantized import read_meta
+    _check_input(args.model)
+    _check_input(args.quantized, "quantized model file")
     _check_output(args.json)
+    _check_distinct([("--json", args.json)], [("the model", args.model), ("the quantized model", args.quantized)])
     model, meta = io.load_model(args.model)
     qmodel, kind = io.load_velocity_model(args.quantized)
+    if kind != "float":
+        _check_source(args.model, model.parameters(), args.quantized, read_meta(args.quantized), "evaluate")
     if type(qmodel) is not type(model) or qmodel.config() != model.config():
         raise FmqError(f"{args.quantized} is not a quantized version of {args.model} (other model class or config)")
     name = args.dataset or meta.get("dataset")
@@ -135,11 +293,16 @@ def _evaluate(args):
 
 def _bench(args):
     from . import bench
+    from ._memory import check_memory, memory_budget
     if args.input:
+        _check_input(args.input, "weight file")
         if _is_quantized(args.input):
             raise FmqError(f"{args.input} is already quantized; bench the float model or weight file it came from")
         arrays, _ = _read_named_arrays(args.input)
     else:
+        per_weight = 24          # float32 weights, their copy, dequantized output, sort scratch, codes
+        check_memory(per_weight * args.params, "the synthetic weights and their quantization", "--params",
+                     args.params, largest=memory_budget() // per_weight)
         arrays = bench.synthetic_state_dict(args.params, seed=args.seed)
     methods = _split_list(args.methods)
     for m in methods:
@@ -218,15 +381,52 @@ def _quantize(args):
     print(_report_table(qm.report))
     before = sum(row["bytes_before"] for row in qm.report)
     after = sum(row["bytes_after"] for row in qm.report)
-    print(f"{len(qm.report)} tensors, {before} -> {after} bytes of weights ({before / max(after, 1):.2f}x); "
-          f"file {os.path.getsize(args.out)} bytes -> {args.out}")
+    n_quantized = sum(row["bits"] is not None for row in qm.report)
+    size_in, size_out = os.path.getsize(args.input), os.path.getsize(args.out)
+    print(f"{len(qm.report)} tensors ({n_quantized} quantized, {len(qm.report) - n_quantized} kept as they are"
+          + (f", {len(not_read)} datasets skipped" if not_read else "") + f"); weights {before} -> {after} bytes "
+          f"({before / max(after, 1):.2f}x, codes and codebooks only)")
+    print(f"on disk: {args.input} {size_in} bytes -> {args.out} {size_out} bytes "
+          f"({_ratio_text(size_in, size_out)}, file overhead included)")
 
 
+def _ratio_text(size_in, size_out):
+    if size_out <= size_in:
+        return f"{size_in / max(size_out, 1):.2f}x smaller"
+    return f"{size_out / max(size_in, 1):.2f}x LARGER than the input"
+
+
+def _h5_datasets_not_read(path, arrays):
+    """``(name, why)`` of the datasets of a plain HDF5 input that :func:`read_arrays` does not return (integer,
+    complex, string, compound ...): listed in the report instead of vanishing."""
+    if not path.endswith((".h5", ".hdf5")):
+        return []
+    import h5py
+    found = []
+    try:
+        with h5py.File(path, "r") as f:
+            f.visititems(lambda name, obj: found.append((name, f"{obj.dtype} {obj.shape} dataset, not float")) if
+                         isinstance(obj, h5py.Dataset) and name not in arrays else None)
+    except (OSError, ValueError, RuntimeError, TypeError):
+        return []
+    return found
+
+    _check_input(args.input, "weight file")
+    _check_distinct([("--out", args.out)], [("the input", args.input)])
+    if _is_quantized(args.input):
+        raise FmqError(f"{args.input} is already quantized; quantize the float model or weight file it came from")
+
+    not_read = _h5_datasets_not_read(args.input, arrays) if not origin else []
+    if not any(np.asarray(a).dtype.kind == "f" for a in arrays.values()):
+        raise FmqError(f"{args.input}: no float tensors to quantize"
+                       + (f" (found only {len(arrays)} non-float arrays)" if arrays else " (the file holds none)"))
 def _report_table(rows):
     """The per-tensor quantization report as aligned text columns."""
     columns = [("name", "{}"), ("shape", "{}"), ("bits", "{}"), ("method", "{}"), ("mse", "{:.3e}"),
                ("w2", "{:.3e}"), ("levels_used", "{}"), ("bits_per_weight", "{:.3f}"),
                ("bytes_before", "{}"), ("bytes_after", "{}"), ("skipped", "{}")]
+    for name, why in not_read:
+        print(f"skipped, not written: {name} ({why})")
     cells = [[name for name, _ in columns]]
     for row in rows:
         cells.append(["-" if row.get(name) is None else fmt.format(row[name]) for name, fmt in columns])
@@ -255,7 +455,7 @@ def build_parser():
     p.add_argument("--steps", type=int, default=5000, help="training steps (default 5000)")
     p.add_argument("--batch-size", type=int, default=256, help="batch size (default 256)")
     p.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default 1e-3)")
-    p.add_argument("--seed", type=int, default=0, help="seed of data, init and training (default 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of data, init and training (default 0)")
     p.add_argument("--hidden", type=int, default=256, help="MLP width (default 256)")
     p.add_argument("--depth", type=int, default=4, help="MLP hidden layers (default 4)")
     p.add_argument("--width", type=int, default=32, help="U-Net base channels (default 32)")
@@ -269,7 +469,10 @@ def build_parser():
     p.add_argument("--coupling", choices=("ot",), default=None, help="minibatch OT pairing of noise and data")
     p.add_argument("--checkpoint", help="HDF5 file written periodically and on Ctrl-C, for --resume")
     p.add_argument("--checkpoint-every", type=int, default=1000, help="steps between checkpoints (default 1000)")
-    p.add_argument("--resume", action="store_true", help="continue from --checkpoint when it exists")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from --checkpoint when it exists (the same settings, or an error naming them)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="without --resume: replace an existing --checkpoint (refused otherwise)")
     p.add_argument("--out", required=True, help="output model file (.h5)")
     p.set_defaults(run=_train)
 
@@ -278,10 +481,11 @@ def build_parser():
     p.add_argument("model", help="model file (.h5): a float checkpoint or a quantized model")
     p.add_argument("-n", type=int, default=1000, help="number of samples (default 1000)")
     p.add_argument("--solver", choices=SOLVERS, default="heun2", help="ODE solver (default heun2)")
-    p.add_argument("--steps", type=int, default=50, help="solver steps (default 50; dopri5: first-step hint)")
-    p.add_argument("--atol", type=float, default=1e-5, help="dopri5 absolute tolerance (default 1e-5)")
-    p.add_argument("--rtol", type=float, default=1e-5, help="dopri5 relative tolerance (default 1e-5)")
-    p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    p.add_argument("--steps", type=int, default=50,
+                   help="solver steps (default 50); dopri5 ignores it: it picks its own steps from --atol/--rtol")
+    p.add_argument("--atol", type=_positive_float, default=1e-5, help="dopri5 absolute tolerance (default 1e-5)")
+    p.add_argument("--rtol", type=_nonnegative_float, default=1e-5, help="dopri5 relative tolerance (default 1e-5)")
+    p.add_argument("--seed", type=_seed, default=0, help="noise seed (default 0)")
     p.add_argument("--out", help="samples as .npy")
     p.add_argument("--png", help="picture of the samples: image grid, or density map of 2-D points")
     p.set_defaults(run=_sample)
@@ -311,7 +515,7 @@ def build_parser():
     p.add_argument("-n", type=int, default=256, help="data points and noise draws (default 256)")
     p.add_argument("--solver", choices=SOLVERS, default="heun2", help="ODE solver (default heun2)")
     p.add_argument("--steps", type=int, default=20, help="solver steps (default 20)")
-    p.add_argument("--seed", type=int, default=0, help="seed of data points and noise (default 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of data points and noise (default 0)")
     p.add_argument("--json", help="also write the figures as JSON here")
     p.set_defaults(run=_evaluate)
 
@@ -326,7 +530,7 @@ def build_parser():
     p.add_argument("--bits", type=int, choices=range(1, 9), default=3, metavar="{1..8}", help="bits (default 3)")
     p.add_argument("--methods", default="ot,uniform,pwl,log2,ot-opt", help="comma-separated methods (default all)")
     p.add_argument("--repeat", type=int, default=3, help="timed runs per method (default 3)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic weights (default 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the synthetic weights (default 0)")
     p.set_defaults(run=_bench)
 
     p = sub.add_parser("bounds", help="theoretical error bounds of a quantized model vs measurement",
@@ -338,10 +542,11 @@ def build_parser():
     p.add_argument("-n", type=int, default=256, help="noise draws for the measured drift (default 256)")
     p.add_argument("--solver", choices=SOLVERS[:4], default="euler", help="fixed-step solver (default euler)")
     p.add_argument("--steps", type=int, default=20, help="solver steps (default 20)")
-    p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="noise seed (default 0)")
     p.add_argument("--splits", type=int, default=8,
                    help="MLP: sub-boxes per axis of the interval bounds; U-Net: pieces of t in [0, 1] (default 8)")
-    p.add_argument("--margin", type=float, default=0.5, help="widening of the input box (default 0.5)")
+    p.add_argument("--margin", type=_nonnegative_float, default=0.5,
+                   help="widening of the input box, >= 0 (default 0.5)")
     p.add_argument("--json", help="also write the report as JSON here")
     p.set_defaults(run=_bounds)
 
@@ -351,7 +556,7 @@ def build_parser():
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     p.add_argument("--mlp-steps", type=int, default=5000, help="MLP training steps (default 5000)")
     p.add_argument("--unet-steps", type=int, default=2000, help="U-Net training steps (default 2000)")
-    p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="seed (default 0)")
     p.set_defaults(run=_demo)
 
     from .reproduce import BITS, DATASETS, METHODS, SCALES
@@ -381,7 +586,10 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        args.run(args)
+        with warnings.catch_warnings():           # warnings as one line each: "fmq-np CMD: warning: ..."
+            warnings.simplefilter("default")
+            warnings.showwarning = lambda message, *rest, **kw: _warn(args.command, str(message))
+            args.run(args)
     except FmqError as exc:
         print(f"fmq-np {args.command}: error: {exc}", file=sys.stderr)
         return 1
@@ -396,3 +604,4 @@ def main(argv=None):
 
 if __name__ == "__main__":
     sys.exit(main())
+    import warnings

@@ -67,12 +67,14 @@ def fit(model, data, steps, batch_size=256, lr=1e-3, seed=0, *, betas=(0.9, 0.95
     ema = nn.EMA(model.parameters(), decay=ema_decay) if ema_decay > 0 else None
     history = History()
     start_step = 0
-    if checkpoint is not None and resume and os.path.exists(checkpoint):
-        start_step = _restore(checkpoint, model, opt, ema, rng, history)
+    resuming = checkpoint is not None and resume and os.path.exists(checkpoint)
     run_meta = dict(meta or {}, steps=int(steps), batch_size=int(batch_size), lr=float(lr), seed=int(seed),
                     betas=list(map(float, betas)), weight_decay=float(weight_decay), ema_decay=float(ema_decay),
                     ema_warmup=bool(ema_warmup),
                     schedule=schedule, warmup=int(warmup), times=times, coupling=coupling)
+    if resuming:                      # the same run, or an error naming what differs
+        _check_same_run(checkpoint, run_meta, model)
+        start_step = _restore(checkpoint, model, opt, ema, rng, history)
 
     def save(step):
         if checkpoint is not None:
@@ -97,7 +99,7 @@ def fit(model, data, steps, batch_size=256, lr=1e-3, seed=0, *, betas=(0.9, 0.95
                 history.seconds = time.perf_counter() - t_start
                 save(step)
             if interrupt.requested:
-                raise KeyboardInterrupt(f"training interrupted after step {step}"
+                raise KeyboardInterrupt(f"training interrupted{interrupt.by} after step {step}"
                                         + (f"; resume from {checkpoint}" if checkpoint else ""))
     history.seconds = time.perf_counter() - t_start
     save(steps)
@@ -107,23 +109,29 @@ def fit(model, data, steps, batch_size=256, lr=1e-3, seed=0, *, betas=(0.9, 0.95
 
 
 class _DeferredInterrupt:
-    """Within the block, Ctrl-C only sets ``requested``, so a training step is never left half done."""
+    """Within the block, Ctrl-C (SIGINT) or SIGTERM only sets ``requested``, so a training step is never left half
+    done and the checkpoint is written at the step reached; a second signal stops at once."""
+
+    _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __enter__(self):
         self.requested = False
-        self._previous = None
+        self.by = ""                # " by SIGTERM" when that was the signal
+        self._previous = {}
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            for sig in self._SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
     def _handle(self, signum, frame):
         if self.requested:          # a second Ctrl-C: stop at once
             raise KeyboardInterrupt
         self.requested = True
+        self.by = "" if signum == signal.SIGINT else f" by {signal.Signals(signum).name}"
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
         return False
 
 
@@ -157,6 +165,26 @@ def _save(path, model, opt, ema, rng, history, step, meta):
         save_model(path, model, meta=dict(meta, trained_steps=int(step)), train_state=state)
     finally:
         model.load_parameters(raw)
+
+
+def _check_same_run(path, run_meta, model):
+    """InputError naming every setting (``run_meta`` key: steps, lr, dataset, ...) in which the run that wrote the
+    checkpoint ``path`` differs from this one: resuming it would silently train (and record) something else."""
+    import json
+    from ..io._h5 import open_h5
+    from ..io._h5 import read_attr
+    from ..io.checkpoint import _architecture, read_json_attr
+    with open_h5(path) as f:
+        saved = read_json_attr(f, "meta", path)
+        same_model = (read_attr(f, "model_class", str, path) == type(model).__name__ and
+                      _architecture(read_json_attr(f, "model_config", path)) == _architecture(model.config()))
+    if not isinstance(saved, dict) or not same_model:     # another model: _restore says so
+        return
+    now = json.loads(json.dumps(run_meta))
+    diffs = [f"{k}={saved[k]!r} (this run: {v!r})" for k, v in now.items() if k in saved and saved[k] != v]
+    if diffs:
+        raise InputError(f"{path}: cannot resume, the checkpoint was written by a run with " + ", ".join(diffs)
+                         + "; resume with the same settings, or use another checkpoint to start a new run")
 
 
 def _restore(path, model, opt, ema, rng, history):

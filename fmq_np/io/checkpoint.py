@@ -45,7 +45,9 @@ def load_model(path):
     """Rebuild the model stored in ``path`` (float checkpoint). Returns ``(model, meta)``."""
     with open_h5(path) as f:
         check_format(f, path, FORMAT, VERSION, "model checkpoint")
-        model = build_model(read_attr(f, "model_class", str, path), read_json_attr(f, "model_config", path), path)
+        class_name, config = read_attr(f, "model_class", str, path), read_json_attr(f, "model_config", path)
+        check_config_shapes(class_name, config, _stored_shapes(f, "params", path), path)   # before allocating anything
+        model = build_model(class_name, config, path)
         names = read_json_attr(f, "param_names", path)
         params = read_params(f, "params", model.parameters(), path)
         if list(params) != names:
@@ -93,6 +95,69 @@ def build_model(class_name, config, path):
     """Instantiate ``fmq_np.nn.MODELS[class_name](**config)``; FormatError for unknown classes or bad configs."""
     from ..nn import MODELS
     cls = MODELS.get(class_name)
+def _stored_shapes(f, group, path):
+    """``{name: shape}`` of the datasets of ``group`` (read from metadata, no data)."""
+    g = f.get(group)
+    if not isinstance(g, h5py.Group):
+        raise FormatError(f"{path}: group {group!r} missing")
+    return {k: tuple(v.shape) for k, v in g.items() if isinstance(v, h5py.Dataset)}
+
+
+def check_config_shapes(class_name, config, shapes, path):
+    """FormatError unless the sizes in ``config`` agree with the stored parameter ``shapes`` (``{name: shape}``),
+    so that a tampered config (depth 1e8) is refused before building the model allocates anything: no integer of
+    the config may exceed the number of stored values, and for MLPVelocity / UNetVelocity / Classifier the shapes
+    the config implies for their first, last and per-level layers must be the stored ones."""
+    if not isinstance(config, dict):
+        return
+    total = sum(int(np.prod(shape, dtype=np.int64)) for shape in shapes.values())
+
+    def bad(detail):
+        return FormatError(f"{path}: model_config {json.dumps(config)[:200]} does not match the stored parameter "
+                           f"shapes ({detail})")
+
+    def values(v):
+        return [x for item in v for x in values(item)] if isinstance(v, list) else [v]
+
+    for key, value in config.items():
+        for v in values(value):
+            if key != "seed" and isinstance(v, int) and not isinstance(v, bool) and v > max(total, 1):
+                raise bad(f"{key}={v} exceeds the {total} stored values")
+
+    def want(name, shape):
+        if shapes.get(name) != tuple(shape):
+            raise bad(f"{name!r} is {shapes.get(name)}, the config implies {tuple(shape)}")
+
+    def ints(*keys):
+        vals = [config.get(k) for k in keys]
+        return vals if all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in vals) else None
+
+    if class_name == "MLPVelocity" and ints("dim", "hidden", "depth"):
+        dim, hidden, depth = ints("dim", "hidden", "depth")
+        want("layers.0.weight", (hidden, dim + 1))
+        want(f"layers.{depth}.weight", (dim, hidden))
+        if f"layers.{depth + 1}.weight" in shapes:
+            raise bad(f"more than depth + 1 = {depth + 1} layers stored")
+    elif class_name == "UNetVelocity" and ints("channels", "width", "blocks"):
+        channels, width, blocks = ints("channels", "width", "blocks")
+        want("conv_in.weight", (width, channels, 3, 3))
+        time_dim = config.get("time_dim") or 4 * width
+        if isinstance(time_dim, int):
+            want("time.1.weight", (time_dim, time_dim))
+        mults = config.get("mults")
+        if isinstance(mults, list) and all(isinstance(m, int) for m in mults):
+            for i, m in enumerate(mults):
+                conv = shapes.get(f"down.{i}.{blocks - 1}.conv1.weight")
+                if conv is None or conv[0] != width * m:
+                    raise bad(f"level {i} block {blocks - 1}: conv1 is {conv}, the config implies {width * m} "
+                              "output channels")
+            if any(k.startswith((f"down.{len(mults)}.", f"down.0.{blocks}.")) for k in shapes):
+                raise bad(f"more levels or blocks stored than mults={mults}, blocks={blocks}")
+    elif class_name == "Classifier" and ints("channels", "width"):
+        channels, width = ints("channels", "width")
+        want("conv.0.weight", (width, channels, 3, 3))
+
+
     if cls is None:
         raise FormatError(f"{path}: unknown model class {class_name!r}; known: {', '.join(MODELS)}")
     if not isinstance(config, dict):

@@ -57,7 +57,7 @@ def save_quantized(path, qm):
                 raise InputError(f"tensor names must be str, got {name!r}")
             key = f"{i:06d}"
             if isinstance(t, QuantizedTensor):
-                _write_quantized(group.create_group(key), name, t)
+                _write_quantized(_create_group(group, key), name, t)
             elif isinstance(t, np.ndarray) and t.dtype.kind in _ARRAY_KINDS:
                 ds = _dataset(group, key, t.reshape(-1))
                 _set_str(ds, "name", name)
@@ -96,6 +96,13 @@ def load_quantized(path):
     return QuantizedModel(tensors, meta)
 
 
+def read_meta(path):
+    """The ``meta`` dict of a quantized file (``QuantizedModel.meta``) without reading its tensors."""
+    with open_h5(path) as f:
+        check_format(f, path, FORMAT, VERSION, "quantized model")
+        return _loads(read_attr(f, "meta", str, path), path, "meta")
+
+
 # ------------------------------------------------------------------------------------------------------- writing
 def _write_quantized(g, name, t):
     dtype = np.dtype(t.dtype)
@@ -111,7 +118,7 @@ def _write_quantized(g, name, t):
     if codebook.shape != (expected[0], k) or codebook.dtype != dtype:
         raise InputError(f"tensor {name!r}: codebook {codebook.dtype} {codebook.shape}, expected {dtype} "
                          f"{(expected[0], k)}")
-    if not np.isfinite(codebook).all() or (np.diff(codebook, axis=1) < 0).any():
+    if not np.isfinite(codebook).all() or (codebook[:, 1:] < codebook[:, :-1]).any():
         raise InputError(f"tensor {name!r}: codebook rows must be finite and ascending")
     for attr, value in (("name", name), ("kind", "quantized"), ("shape", json.dumps(list(shape))),
                         ("dtype", dtype.name), ("method", str(t.method)), ("granularity", t.granularity),
@@ -128,6 +135,14 @@ def _write_quantized(g, name, t):
         _set_str(g, "codebook_kind", "affine")
         _dataset(g, "scale", affine[0])
         _dataset(g, "offset", affine[1])
+
+
+def _create_group(parent, key):
+    """A group whose 11 attributes stay in its object header (HDF5 moves more than 8 to a separate fractal heap and
+    B-tree by default: 1.5 KB more per tensor). Any HDF5 reader reads it the same way."""
+    gcpl = h5py.h5p.create(h5py.h5p.GROUP_CREATE)
+    gcpl.set_attr_phase_change(16, 14)
+    return h5py.Group(h5py.h5g.create(parent.id, key.encode(), gcpl=gcpl))
 
 
 def _dataset(parent, name, data):
@@ -277,7 +292,7 @@ def _read_quantized(g, name, shape, label, path):
     codebook = codebook.astype(codebook.dtype.newbyteorder("="), copy=False)
     if not np.isfinite(codebook).all():
         raise FormatError(f"{label}: codebook holds NaN or Inf")
-    if (np.diff(codebook, axis=1) < 0).any():
+    if (codebook[:, 1:] < codebook[:, :-1]).any():
         raise FormatError(f"{label}: codebook rows are not ascending")
     return QuantizedTensor(codes=codes, codebook=np.ascontiguousarray(codebook), shape=shape, dtype=np.dtype(dtype),
                            bits=bits, method=method, granularity=granularity, group_size=group_size, meta=meta)

@@ -2,6 +2,8 @@
 
 ``quant`` knows nothing of ``fmq_np.nn``: a model is just an ordered ``dict[str, ndarray]``.
 """
+import hashlib
+
 import numpy as np
 
 from fmq_np.errors import InputError
@@ -12,8 +14,9 @@ from fmq_np.quant.tensor import QuantizedTensor
 class QuantizedModel:
     """Named tensors, each a :class:`QuantizedTensor` or a plain ndarray kept in float (skipped).
 
-    ``meta`` is JSON-serialisable: ``bits, method, granularity, group_size, paper_compat`` and optionally
-    ``model_class`` / ``model_config`` (set by callers so that a float model can be rebuilt).
+    ``meta`` is JSON-serialisable: ``bits, method, granularity, group_size, paper_compat``, ``source_digest``
+    (:func:`weights_digest` of the arrays it was quantized from) and optionally ``model_class`` / ``model_config``
+    (set by callers so that a float model can be rebuilt).
     """
 
     def __init__(self, tensors, meta, originals=None, skipped=None):
@@ -42,11 +45,38 @@ class QuantizedModel:
         return sum(t.nbytes for t in self.tensors.values())
 
 
+#: values per chunk of the report's float64 arithmetic (bounded memory on tensors of hundreds of millions of values)
+_CHUNK = 1 << 18
+
+
+def weights_digest(named_arrays):
+    """``"sha256:<hex>"`` of the names, dtypes, shapes and values (native byte order, C order) of ``named_arrays``,
+    in order: quantize_model records it so that a quantized file can be matched with the float model it came from."""
+    h = hashlib.sha256()
+    for name, a in named_arrays.items():
+        a = np.asarray(a)
+        a = np.ascontiguousarray(a.astype(a.dtype.newbyteorder("="), copy=False))
+        h.update(f"{name}\0{a.dtype.str}\0{a.shape}\0".encode())
+        h.update(memoryview(a.reshape(-1)).cast("B"))
+    return "sha256:" + h.hexdigest()
+
+
 def w2_distance(a, b):
-    """Empirical 2-Wasserstein distance between the values of two equal-size arrays (sorted matching, float64)."""
-    x = np.sort(np.asarray(a, np.float64).ravel())
-    y = np.sort(np.asarray(b, np.float64).ravel())
-    return float(np.sqrt(np.mean((x - y) ** 2)))
+    """Empirical 2-Wasserstein distance between the values of two equal-size arrays (sorted matching, float64).
+
+    The values are sorted in their own dtype (the same order) and compared in float64 chunk by chunk, so the extra
+    memory is one sorted copy of each array, not float64 copies."""
+    x, y = np.sort(np.asarray(a).ravel()), np.sort(np.asarray(b).ravel())
+    return float(np.sqrt(_sum_sq_diff(x, y) / x.size)) if x.size else 0.0
+
+
+def _sum_sq_diff(x, y):
+    """Σ (x − y)² in float64 over two flat arrays of equal size, chunk by chunk."""
+    total = 0.0
+    for i in range(0, x.size, _CHUNK):
+        d = x[i:i + _CHUNK].astype(np.float64) - y[i:i + _CHUNK].astype(np.float64)
+        total += float(np.dot(d, d))
+    return total
 
 
 def report_row(name, t, original, skipped=None):
@@ -65,13 +95,16 @@ def report_row(name, t, original, skipped=None):
     if original is None:
         row.update(mse=None, w2=None)
     else:
-        d = np.asarray(original, np.float64) - np.asarray(w_hat, np.float64)
-        row.update(mse=float(np.mean(d * d)) if d.size else 0.0, w2=w2_distance(original, w_hat))
+        x, y = np.asarray(original).ravel(), np.asarray(w_hat).ravel()
+        row.update(mse=_sum_sq_diff(x, y) / x.size if x.size else 0.0, w2=w2_distance(x, y))
     return row
 
 
 def default_policy(paper_compat):
-    """``bits`` for every tensor, except 1-D ones (biases, norm scales) kept in float unless ``paper_compat``."""
+    """``bits`` for every tensor, except 1-D ones (biases, norm scales) kept in float unless ``paper_compat``.
+
+    (``quantize_model`` with this policy also keeps in float, unless ``paper_compat``, a tensor whose quantized form
+    would take as many bytes as its float values or more: tiny tensors, whose codebooks outweigh them.)"""
     def policy(name, array, bits):
         return bits if paper_compat or array.ndim > 1 else None
     return policy
@@ -84,7 +117,9 @@ def quantize_model(named_arrays, bits=3, method="ot", granularity="channel", gro
     ``policy(name, array) -> bits | None`` picks each tensor's bit width (None keeps it in float); the default keeps
     1-D tensors in float unless ``paper_compat``. With ``paper_compat=True`` the published skip rule applies
     (``numel < 2**bits`` for ot/pwl/log2 → kept in float). Non-float arrays are kept as they are.
-    ``weights``: optional ``dict[name, importance array]`` for ``method="ot-opt"``.
+    ``weights``: optional ``dict[name, importance array]`` for ``method="ot-opt"``. ``method="log2"`` at 1 bit warns
+    (its two levels are the smallest magnitudes). ``meta["source_digest"]`` records :func:`weights_digest` of
+    ``named_arrays``.
     """
     bits, group_size = check_options(bits, method, granularity, group_size, paper_compat)
     if not hasattr(named_arrays, "items"):
@@ -109,8 +144,13 @@ def quantize_model(named_arrays, bits=3, method="ot", granularity="channel", gro
         if b is None:
             tensors[name], skipped[name] = array, why
             continue
-        tensors[name] = quantize_checked(array, b, method, granularity, group_size, paper_compat,
-                                         weights.get(name), device, name)
+        qt = quantize_checked(array, b, method, granularity, group_size, paper_compat, weights.get(name), device,
+                              name)
+        if policy is None and not paper_compat and qt.nbytes >= array.nbytes:
+            tensors[name], skipped[name] = array, (f"kept in float: quantized it takes {qt.nbytes} bytes, "
+                                                   f"its values {array.nbytes}")
+            continue
+        tensors[name] = qt
     meta = dict(bits=bits, method=method, granularity=granularity, group_size=group_size or None,
-                paper_compat=bool(paper_compat))
+                paper_compat=bool(paper_compat), source_digest=weights_digest(named_arrays))
     return QuantizedModel(tensors, meta, originals, skipped)

@@ -15,7 +15,13 @@ Each scheme maps the grouped view ``w2`` (``(G, n)``, float32/float64, see :mod:
                per-weight importance, by dynamic programming; nearest-level assignment (ties to the lower level).
 
 float16 tensors are computed in float32 and their codebooks cast back to float16 (``numpy.mean`` does the same).
+A group whose levels overflow in the tensor's dtype (values near its largest finite number: chunk sums or max − min
+beyond it) is quantized again on its values scaled by a power of two, 2**-e, and its levels scaled back and clipped
+to the group's [min, max]: the same quantizer up to subnormal rounding, with finite levels. Big-endian arrays are
+converted to native byte order.
 """
+import warnings
+
 import numpy as np
 
 from fmq_np._numba import resolve_device
@@ -174,6 +180,8 @@ def as_float_array(w, name):
     w = np.asarray(w)
     if w.dtype.kind != "f" or w.dtype.itemsize not in (2, 4, 8):
         raise InputError(f"tensor {name!r}: expected a float16/32/64 array, got dtype {w.dtype}")
+    if not w.dtype.isnative:                      # the kernels take native byte order only
+        w = w.astype(w.dtype.newbyteorder("="))
     if w.size == 0:
         raise InputError(f"tensor {name!r} is empty")
     if not np.isfinite(w).all():
@@ -199,20 +207,44 @@ def quantize_checked(w, bits, method, granularity, group_size, paper_compat, wei
     passed (``group_size`` 0 unless granularity is ``"group"``)."""
     kern = _kernels(device)
     k = 2 ** bits
+    if method == "log2" and bits == 1 and not paper_compat:
+        warnings.warn(LOG2_ONE_BIT, UserWarning, stacklevel=3)
     work = w.astype(np.float32) if w.dtype == np.float16 else w
     w2 = np.ascontiguousarray(group_view(work, granularity, group_size, name))
     skipped = paper_skip_reason(w.size, bits, method) if paper_compat else None
     if skipped:
-        codes, codebook, meta = ot(kern, w2, k)          # n < k values per group: one exact level each
-        meta = {"skipped": skipped}
+        scheme, wts = (lambda kn, a, kk, _: ot(kn, a, kk)), None   # n < k values per group: one exact level each
     elif method == "ot-opt":
-        codes, codebook, meta = ot_opt(kern, w2, k, _weights(weights, w, granularity, group_size, name))
+        scheme, wts = ot_opt, _weights(weights, w, granularity, group_size, name)
     else:
         if weights is not None:
             raise InputError(f"weights are only used by method='ot-opt' (got method={method!r})")
-        codes, codebook, meta = _SCHEMES[method](kern, w2, k)
+        scheme, wts = (lambda kn, a, kk, _: _SCHEMES[method](kn, a, kk)), None
+    with np.errstate(over="ignore", invalid="ignore"):     # overflowing rows are detected and redone below
+        codes, codebook, meta = scheme(kern, w2, k, wts)
+        bad = np.flatnonzero(~np.isfinite(codebook).all(axis=1))
+    if len(bad):
+        _rescaled_rows(scheme, kern, w2, k, wts, bad, codes, codebook)
+    if skipped:
+        meta = {"skipped": skipped}
     return QuantizedTensor(codes=codes, codebook=codebook.astype(w.dtype), shape=tuple(w.shape), dtype=w.dtype,
                            bits=bits, method=method, granularity=granularity, group_size=group_size, meta=meta)
+
+
+#: the warning of method="log2" at 1 bit
+LOG2_ONE_BIT = ("log2 at 1 bit keeps one level per sign, the smallest magnitude of that sign (the published rule), "
+                "so the weights collapse towards 0; use bits >= 2 or another method")
+
+
+def _rescaled_rows(scheme, kern, w2, k, wts, rows, codes, codebook):
+    """Redo ``rows`` of ``w2`` whose levels overflowed, on the values times 2**-e (chunk sums of at most n values
+    then stay finite), writing the codes and the levels scaled back and clipped to each row's [min, max] in place."""
+    e = int(np.ceil(np.log2(max(2, w2.shape[1])))) + 1
+    sub = np.ascontiguousarray(w2[rows]) * w2.dtype.type(2.0 ** -e)
+    c, cb, _ = scheme(kern, sub, k, None if wts is None else np.ascontiguousarray(wts[rows]))
+    cb = np.clip(cb.astype(w2.dtype), sub.min(axis=1, keepdims=True), sub.max(axis=1, keepdims=True))
+    codes[rows] = c
+    codebook[rows] = np.maximum.accumulate(cb, axis=1) * codebook.dtype.type(2.0 ** e)
 
 
 def _weights(weights, w, granularity, group_size, name):

@@ -36,6 +36,7 @@ def _load_pair(model_path, quantized_path):
     if not isinstance(qm, QuantizedModel):
         raise InputError(f"{quantized_path}: not a quantized model (a float checkpoint?); run fmq-np quantize first")
     params = model.parameters()
+    _check_source(model_path, params, quantized_path, qm.meta)
     params_hat = qm.dequantize()
     try:
         network.check_pair(params, params_hat)
@@ -45,6 +46,41 @@ def _load_pair(model_path, quantized_path):
         if not np.isfinite(w).all():
             raise FormatError(f"{model_path}: tensor {name!r} contains NaN or Inf")
     return model, qm, params, params_hat
+
+
+def _check_source(model_path, params, quantized_path, meta):
+    """InputError when ``meta`` records a digest of the quantized file's source weights that ``params`` do not
+    match; a warning when it records none (files of older fmq_np versions: the check cannot be made)."""
+    import warnings
+    from ..quant.model import weights_digest
+    digest = meta.get("source_digest") if isinstance(meta, dict) else None
+    if digest is None:
+        warnings.warn(f"{quantized_path} records no digest of its source weights (older fmq_np); cannot check that "
+                      f"it was quantized from {model_path}", UserWarning, stacklevel=3)
+    elif digest != weights_digest(params):
+        raise InputError(f"{quantized_path} was not quantized from {model_path}: its source weights differ "
+                         "(digest mismatch); pass the float model it came from")
+
+
+def _check_sizes(model, params, n_samples, steps, splits):
+    """InputError before the work when ``n_samples``, ``splits`` (and ``steps``) cannot fit in memory."""
+    from .._memory import check_memory, memory_budget
+    from ..flow import sample_shape
+    dim = int(np.prod(sample_shape(model)))
+    per_draw = 8 * 2 * dim * (4 * steps + 4)          # float64 points both models visit (up to 4 stages a step)
+    check_memory(per_draw * n_samples, f"the visited points of {n_samples} draws x {steps} steps", "-n",
+                 n_samples, largest=memory_budget() // per_draw)
+    if network.is_mlp(params):
+        widths = sum(w.shape[0] for k, w in params.items() if k.endswith(".weight"))
+        d_in = params["layers.0.weight"].shape[1]             # dim + 1 (t)
+        per_box = 8 * 12 * widths                             # interval ranges of every layer, float64
+        check_memory(per_box * splits ** d_in, f"interval bounds on {splits}^{d_in} sub-boxes", "--splits", splits,
+                     largest=int((memory_budget() / per_box) ** (1.0 / d_in)))
+    else:
+        width = int(model.config().get("width", 32)) if hasattr(model, "config") else 32
+        per_piece = 8 * 2 * 64 * width * dim                  # interval activations of one t-piece, float64
+        check_memory(per_piece * splits, f"U-Net interval bounds on {splits} t-pieces", "--splits", splits,
+                     largest=memory_budget() // per_piece)
 
 
 def tensor_rows(params, qm):
@@ -145,7 +181,16 @@ def run_bounds(model_path, quantized_path, json_out=None, n_samples=256, solver=
     """
     if not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
         raise InputError(f"n_samples must be a positive integer, got {n_samples!r}")
+    if isinstance(splits, bool) or not isinstance(splits, (int, np.integer)) or splits < 1:
+        raise InputError(f"splits must be a positive integer, got {splits!r}")
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise InputError(f"steps must be a positive integer, got {steps!r}")
+    if isinstance(margin, bool) or not isinstance(margin, (int, float, np.integer, np.floating)) or \
+            not (np.isfinite(margin) and margin >= 0):
+        raise InputError(f"margin must be a finite number >= 0 (a negative one shrinks the box below the visited "
+                         f"points and the bound is no longer certified), got {margin!r}")
     model, qm, params, params_hat = _load_pair(model_path, quantized_path)
+    _check_sizes(model, params, n_samples, steps, splits)
     rows = tensor_rows(params, qm)
     summary = flow_summary(model, params_hat, n_samples, solver, steps, seed, splits, margin)
     cols = ["name", "shape", "method", "bits", "frobenius", "mse", "predicted_mse", "pred/meas", "w2", "max_abs"]
