@@ -373,12 +373,22 @@ def _fmq_format(path):
 def _quantize(args):
     from . import io, quant
     _check_output(args.out)
+    _check_input(args.input, "weight file")
+    _check_distinct([("--out", args.out)], [("the input", args.input)])
+    if _is_quantized(args.input):
+        raise FmqError(f"{args.input} is already quantized; quantize the float model or weight file it came from")
     arrays, origin = _read_named_arrays(args.input)
+    not_read = _h5_datasets_not_read(args.input, arrays) if not origin else []
+    if not any(np.asarray(a).dtype.kind == "f" for a in arrays.values()):
+        raise FmqError(f"{args.input}: no float tensors to quantize"
+                       + (f" (found only {len(arrays)} non-float arrays)" if arrays else " (the file holds none)"))
     qm = quant.quantize_model(arrays, bits=args.bits, method=args.method, granularity=args.granularity,
                               group_size=args.group_size, paper_compat=args.paper_compat)
     qm.meta.update(origin, source=os.path.basename(args.input))
     io.save(args.out, qm)
     print(_report_table(qm.report))
+    for name, why in not_read:
+        print(f"skipped, not written: {name} ({why})")
     before = sum(row["bytes_before"] for row in qm.report)
     after = sum(row["bytes_after"] for row in qm.report)
     n_quantized = sum(row["bits"] is not None for row in qm.report)
@@ -411,22 +421,12 @@ def _h5_datasets_not_read(path, arrays):
         return []
     return found
 
-    _check_input(args.input, "weight file")
-    _check_distinct([("--out", args.out)], [("the input", args.input)])
-    if _is_quantized(args.input):
-        raise FmqError(f"{args.input} is already quantized; quantize the float model or weight file it came from")
 
-    not_read = _h5_datasets_not_read(args.input, arrays) if not origin else []
-    if not any(np.asarray(a).dtype.kind == "f" for a in arrays.values()):
-        raise FmqError(f"{args.input}: no float tensors to quantize"
-                       + (f" (found only {len(arrays)} non-float arrays)" if arrays else " (the file holds none)"))
 def _report_table(rows):
     """The per-tensor quantization report as aligned text columns."""
     columns = [("name", "{}"), ("shape", "{}"), ("bits", "{}"), ("method", "{}"), ("mse", "{:.3e}"),
                ("w2", "{:.3e}"), ("levels_used", "{}"), ("bits_per_weight", "{:.3f}"),
                ("bytes_before", "{}"), ("bytes_after", "{}"), ("skipped", "{}")]
-    for name, why in not_read:
-        print(f"skipped, not written: {name} ({why})")
     cells = [[name for name, _ in columns]]
     for row in rows:
         cells.append(["-" if row.get(name) is None else fmt.format(row[name]) for name, fmt in columns])
@@ -585,6 +585,7 @@ def build_parser():
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    import warnings
     try:
         with warnings.catch_warnings():           # warnings as one line each: "fmq-np CMD: warning: ..."
             warnings.simplefilter("default")
@@ -604,4 +605,3 @@ def main(argv=None):
 
 if __name__ == "__main__":
     sys.exit(main())
-    import warnings
