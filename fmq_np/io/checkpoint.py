@@ -91,10 +91,6 @@ def read_json_attr(obj, name, path):
         raise FormatError(f"{path}: attribute {name!r} is not valid JSON") from None
 
 
-def build_model(class_name, config, path):
-    """Instantiate ``fmq_np.nn.MODELS[class_name](**config)``; FormatError for unknown classes or bad configs."""
-    from ..nn import MODELS
-    cls = MODELS.get(class_name)
 def _stored_shapes(f, group, path):
     """``{name: shape}`` of the datasets of ``group`` (read from metadata, no data)."""
     g = f.get(group)
@@ -158,6 +154,10 @@ def check_config_shapes(class_name, config, shapes, path):
         want("conv.0.weight", (width, channels, 3, 3))
 
 
+def build_model(class_name, config, path):
+    """Instantiate ``fmq_np.nn.MODELS[class_name](**config)``; FormatError for unknown classes or bad configs."""
+    from ..nn import MODELS
+    cls = MODELS.get(class_name)
     if cls is None:
         raise FormatError(f"{path}: unknown model class {class_name!r}; known: {', '.join(MODELS)}")
     if not isinstance(config, dict):
