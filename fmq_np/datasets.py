@@ -18,6 +18,7 @@ Image sets (``data/PROVENANCE.md`` says where each file comes from):
 """
 import functools
 import os
+import re
 
 import numpy as np
 
@@ -38,6 +39,8 @@ _CROPS = {"cifar-standin": ((1, 2, 4), 0.0, {"train": (6000, 1000), "test": (100
 _PHOTOS = ("astronaut", "chelsea", "coffee", "hubble_deep_field", "rocket")
 _CROP_SIZE = 32
 _FACE_SIZE = 24
+#: file stems model_path accepts (no folders, no leading dot)
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 def names():
@@ -46,8 +49,29 @@ def names():
 
 
 def data_dir():
-    """Folder holding the shipped data: ``$FMQ_NP_DATA`` or the repository's ``data/``."""
-    return os.environ.get("FMQ_NP_DATA") or os.path.join(os.path.dirname(os.path.dirname(__file__)), "data")
+    """Folder holding the shipped data, the first of: ``$FMQ_NP_DATA``; the package's ``fmq_np/data`` (where an
+    installed wheel carries the repository's top-level ``data/``, see setup.py); the checkout's ``data/`` beside the
+    package folder (working tree and editable installs)."""
+    env = os.environ.get("FMQ_NP_DATA")
+    if env:
+        return env
+    here = os.path.dirname(os.path.abspath(__file__))
+    packaged = os.path.join(here, "data")
+    return packaged if os.path.isdir(packaged) else os.path.join(os.path.dirname(here), "data")
+
+
+def model_path(name):
+    """Path of the shipped model ``<data_dir()>/models/<name>.h5`` (a float checkpoint such as ``"mnist"`` or an FD
+    feature net such as ``"features_mnist"``); FormatError with a hint when it is not there."""
+    if not isinstance(name, str) or not _MODEL_NAME.fullmatch(name):
+        raise InputError(f"model name must be a plain file stem like 'mnist' or 'features_mnist', got {name!r}")
+    folder = os.path.join(data_dir(), "models")
+    path = os.path.join(folder, f"{name}.h5")
+    if not os.path.isfile(path):
+        present = sorted(f[:-3] for f in os.listdir(folder) if f.endswith(".h5")) if os.path.isdir(folder) else []
+        raise FormatError(f"{path}: shipped model missing (present: {', '.join(present) or 'none'}; the float "
+                          f"models are trained by benchmarks/train_models.py; FMQ_NP_DATA selects another folder)")
+    return path
 
 
 def canonical(name):
