@@ -27,10 +27,11 @@ from .errors import InputError
 RECIPES = {
     "mnist": ("mnist", dict(width=16, mults=(1, 2, 2), steps=4000, batch=64, lr=1e-3, ema=0.999)),
     "fashion": ("fashion", dict(width=16, mults=(1, 2, 2), steps=4000, batch=64, lr=1e-3, ema=0.999)),
-    "cifar-standin": ("cifar-standin", dict(width=16, mults=(1, 2, 2), steps=600, batch=64, lr=1e-3, ema=0.99)),
-    "faces": ("faces", dict(width=16, mults=(1, 2, 2), steps=600, batch=32, lr=1e-3, ema=0.99)),
+    "cifar-standin": ("cifar-standin", dict(width=16, mults=(1, 2, 2), steps=600, batch=64, lr=1e-3, ema=0.99,
+                                            ema_warmup=True)),
+    "faces": ("faces", dict(width=16, mults=(1, 2, 2), steps=600, batch=32, lr=1e-3, ema=0.99, ema_warmup=True)),
     "imagenet-standin": ("imagenet-standin", dict(width=16, mults=(1, 2, 2), steps=600, batch=64, lr=1e-3,
-                                                  ema=0.99)),
+                                                  ema=0.99, ema_warmup=True)),
 }
 #: feature networks of the Fréchet distance: ``features_<dataset>`` -> (dataset, recipe of a
 #: :class:`~fmq_np.nn.Classifier` with a ``hidden``-unit penultimate layer over the flattened conv maps, trained on
@@ -83,6 +84,8 @@ def train(name, out, checkpoint, checkpoint_every=250, progress=None):
     t0 = time.perf_counter()
     hist = flow.fit(model, data, steps=settings["steps"], batch_size=settings["batch"], lr=settings["lr"],
                     seed=settings["seed"], betas=tuple(settings["betas"]), ema_decay=settings["ema"],
+                    # the MNIST / Fashion-MNIST runs predate fit's EMA warm-up and ran without it
+                    ema_warmup=settings.get("ema_warmup", False),
                     schedule=settings["schedule"], times=settings["times"], checkpoint=checkpoint,
                     checkpoint_every=checkpoint_every, resume=True, progress=progress,
                     meta={"dataset": dataset, "recipe": settings})

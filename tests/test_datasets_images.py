@@ -30,6 +30,15 @@ def test_splits_and_labels(name, n_train, n_test, classes):
     assert fq.datasets.has_labels(name)
 
 
+@pytest.mark.parametrize("name", ["mnist", "fashion"])
+def test_extra_split_holds_other_training_images(name):
+    x = fq.datasets.load(name)
+    xe, ye = fq.datasets.load(name, return_labels=True, split="extra")
+    assert len(xe) == 16000 and set(np.unique(ye)) == set(range(10))
+    rows = {r.tobytes() for r in x[:2000]}
+    assert sum(r.tobytes() in rows for r in xe[:2000]) <= 2       # other images (a rare exact duplicate at most)
+
+
 def test_stand_ins_differ_and_loads_are_copies():
     cifar, imnet = fq.datasets.load("cifar-standin"), fq.datasets.load("imagenet-standin")
     assert not np.allclose(cifar[:100], imnet[:100])
@@ -43,6 +52,8 @@ def test_stand_ins_differ_and_loads_are_copies():
     (lambda: fq.datasets.load("cifar10"), "unknown dataset 'cifar10'"),
     (lambda: fq.datasets.load("faces", return_labels=True), "has no labels"),
     (lambda: fq.datasets.load("faces", split="test"), "single split"),
+    (lambda: fq.datasets.load("cifar-standin", split="extra"), "has no 'extra' split"),
+    (lambda: fq.datasets.load("mnist", split="val"), "split must be one of train, test, extra"),
     (lambda: fq.datasets.load("mnist", split="valid"), "split must be"),
     (lambda: fq.datasets.load("mnist", n=9000), "has 8000 samples"),
 ])

@@ -1,19 +1,44 @@
-"""End-to-end smoke run of the scaled-down five-dataset sweep (``fmq-np reproduce --scale tiny``)."""
+"""The five-dataset sweep (``fmq-np reproduce``) end to end at ``--scale tiny``, its bad-input paths, and the
+verdict logic. The sweep runs on untrained stand-in models written to a temporary folder (fast, and independent of
+the shipped ones); tests/test_shipped_models.py checks the shipped models and feature nets themselves."""
 import json
 import os
 
+import numpy as np
 import pytest
 
 import fmq_np as fq
-from fmq_np import reproduce
+from fmq_np import datasets, recipes, reproduce
 from fmq_np.cli import main
+from fmq_np.reproduce_report import KEEP_TOLERANCE, verdicts
+
+
+def write_models(folder, names):
+    """Untrained models of the shipped recipes, with the metadata a finished training run records."""
+    os.makedirs(folder, exist_ok=True)
+    for name in names:
+        dataset, settings = recipes.recipe(name)
+        fq.io.save_model(os.path.join(folder, f"{name}.h5"), recipes.build(name),
+                         meta={"dataset": dataset, "recipe": settings, "trained_steps": settings["steps"],
+                               "seconds": 1.0})
+        if datasets.has_labels(dataset):
+            c, size, _ = datasets.data_shape(dataset)
+            net = fq.nn.Classifier(channels=c, size=size, n_classes=10, width=4, hidden=16, seed=0)
+            fq.io.save_model(os.path.join(folder, f"features_{dataset}.h5"), net,
+                             meta={"dataset": dataset, "test_accuracy": 0.1, "features": 16})
+    return folder
 
 
 @pytest.fixture(scope="module")
-def sweep(tmp_path_factory):
+def models(tmp_path_factory):
+    return write_models(str(tmp_path_factory.mktemp("models")), ["mnist", "faces"])
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory, models):
     out = str(tmp_path_factory.mktemp("repro"))
-    first = reproduce.run(out, datasets=["mnist", "faces"], bits=(8, 2), methods=["uniform", "ot-opt"],
-                             scale="tiny", progress=False)
+    first = reproduce.run(out, datasets=["mnist", "faces"], bits=(8, 2), methods=["ot", "uniform"],
+                          scale="tiny", progress=False, models_dir=models)
     return out, first
 
 
@@ -22,51 +47,164 @@ def test_report_json_and_pngs_exist_with_real_numbers(sweep):
     on_disk = json.load(open(os.path.join(out, "results.json")))
     assert list(on_disk["datasets"]) == ["mnist", "faces"] and on_disk["bits"] == [2, 8]
     report = open(os.path.join(out, "report.md")).read()
-    for needle in ("## mnist", "## faces", "| ot-opt | 2 |", "| uniform | 8 |", "FD of the float model",
-                   "What is scaled down"):
+    for needle in ("## mnist", "## faces", "| ot | 2 |", "| uniform | 8 |", "FD of the float model",
+                   "The paper's claim", "What is scaled down", "No FD for this set", "Theory check"):
         assert needle in report
     for name in ("mnist", "faces"):
-        for png in ("real.png", "samples_float.png", "samples_uniform_2bit.png", "samples_ot-opt_2bit.png"):
+        for png in ("real.png", "samples_float.png", "samples_uniform_2bit.png", "samples_ot_2bit.png"):
             assert open(os.path.join(out, name, png), "rb").read(4) == b"\x89PNG"
         runs = {(r["method"], r["bits"]): r for r in results["datasets"][name]["runs"]}
         assert len(runs) == 4
-        for method in ("uniform", "ot-opt"):
+        for method in ("uniform", "ot"):
             low, high = runs[method, 2], runs[method, 8]
             assert high["psnr"] > low["psnr"] + 20 and high["ssim"] > low["ssim"]
             assert high["weight_mse"] < low["weight_mse"] / 100 and high["drift"] < low["drift"]
-            assert 0 <= low["ssim"] <= 1 and low["fd"] >= 0
-        # the exact W2-optimal codebook never has a larger weight error than uniform at the same bits
-        assert runs["ot-opt", 2]["weight_mse"] <= runs["uniform", 2]["weight_mse"]
-    assert results["datasets"]["mnist"]["fd_data"] is not None and results["datasets"]["faces"]["fd_data"] is None
-    assert "latent variance (collapsed)" in report and "Latent stability of the float model" in report
-    assert "Theory check" in report
-    for name in ("mnist", "faces"):                   # the uniform prediction Δ²/12 is of the right size
-        for r in results["datasets"][name]["runs"]:
-            assert r["predicted_mse"] is not None
-            if r["method"] == "uniform":
-                assert 0.2 < r["predicted_mse"] / r["weight_mse"] < 5
-    for name in ("mnist", "faces"):
-        entry = results["datasets"][name]
-        for r in entry["runs"]:                       # 8-bit weights barely move the latent variances
-            assert 0 <= r["latent"]["collapsed"] <= r["latent"]["n_components"]
-        high = next(r for r in entry["runs"] if r["method"] == "ot-opt" and r["bits"] == 8)["latent"]
-        assert high["mean_variance"] == pytest.approx(entry["latent_float"]["mean_variance"], rel=0.05)
+        assert runs["ot", 2]["weight_mse"] <= runs["uniform", 2]["weight_mse"]
 
 
-def test_rerun_reuses_the_checkpoint(sweep):
+def test_every_fd_has_its_interval_sample_count_and_method(sweep):
+    _, results = sweep
+    entry = results["datasets"]["mnist"]
+    cfg = reproduce.SCALES["tiny"]
+    assert entry["fd_floor"]["n_samples"] == cfg["n_samples"] and entry["fd_floor"]["draws"] >= 2
+    assert entry["fd_noise"] > entry["fd_floor"]["mean"]
+    for r in entry["runs"]:
+        fd = r["fd"]
+        assert fd["ci"][0] <= fd["ci"][1] and fd["n_samples"] == cfg["n_samples"] and "bootstrap" in fd["method"]
+        assert fd["groups"] == (cfg["seeds"] if r["bits"] in cfg["headline_bits"] else 1) == r["seeds"]
+        assert r["fd_minus_float"]["significant"] == (not r["fd_minus_float"]["ci"][0] <= 0 <=
+                                                      r["fd_minus_float"]["ci"][1])
+        assert ("fd_minus_ot" in r) == (r["method"] != "ot")
+    # 8-bit weights barely change the samples: their FD is the float model's within the noise of the estimate
+    for r in entry["runs"]:
+        if r["bits"] == 8:
+            assert abs(r["fd_minus_float"]["diff"]) < 0.05 * entry["fd_float"]["fd"]
+    assert "fd" not in results["datasets"]["faces"]["runs"][0] and results["datasets"]["faces"]["fd_floor"] is None
+
+
+def test_bits_per_dim_are_paired_with_the_float_model(sweep):
+    _, results = sweep
+    for entry in results["datasets"].values():
+        lik = entry["likelihood_float"]
+        assert lik["n"] == reproduce.SCALES["tiny"]["n_likelihood"] and lik["minus_float"] == 0.0
+        assert np.isfinite(lik["bits_per_dim"])
+        runs = {(r["method"], r["bits"]): r["likelihood"] for r in entry["runs"]}
+        for r in runs.values():
+            assert r["ci_minus_float"][0] <= r["minus_float"] <= r["ci_minus_float"][1]
+        # 8-bit weights move the likelihood far less than 2-bit ones
+        assert abs(runs["ot", 8]["minus_float"]) < abs(runs["ot", 2]["minus_float"])
+
+
+def test_same_seed_gives_the_same_numbers(sweep, models, tmp_path):
+    _, first = sweep
+    again = reproduce.run(str(tmp_path), datasets=["mnist"], bits=(2, 8), methods=["ot", "uniform"], scale="tiny",
+                          progress=False, models_dir=models)
+    a, b = first["datasets"]["mnist"], again["datasets"]["mnist"]
+    assert a["runs"] == b["runs"] and a["fd_float"] == b["fd_float"] and a["fd_floor"] == b["fd_floor"]
+
+
+def test_a_finished_dataset_is_reused_and_a_changed_model_is_not(sweep, models, tmp_path):
+    import shutil
     out, first = sweep
-    ckpt = os.path.join(out, "mnist", "float.h5")
-    before = os.stat(ckpt).st_mtime_ns
-    again = reproduce.run(out, datasets=["mnist"], bits=(2,), methods=["ot-opt"], scale="tiny", progress=False)
-    assert again["datasets"]["mnist"]["trained"] is False and first["datasets"]["mnist"]["trained"] is True
-    assert os.stat(ckpt).st_mtime_ns == before
-    assert again["datasets"]["mnist"]["runs"][0] == first["datasets"]["mnist"]["runs"][2]   # ot-opt 2-bit
+    copy = str(tmp_path / "out")
+    shutil.copytree(out, copy)
+    again = reproduce.run(copy, datasets=["faces", "mnist"], bits=(8, 2), methods=["ot", "uniform"], scale="tiny",
+                          progress=False, models_dir=models)
+    assert again["datasets"]["mnist"] == first["datasets"]["mnist"] and list(again["datasets"]) == ["faces", "mnist"]
+    other = write_models(str(tmp_path / "models"), ["mnist", "faces"])
+    fq.io.save_model(os.path.join(other, "faces.h5"), recipes.build("faces"),     # same recipe, new file bytes
+                     meta={"dataset": "faces", "recipe": recipes.recipe("faces")[1],
+                           "trained_steps": recipes.recipe("faces")[1]["steps"], "seconds": 2.0})
+    third = reproduce.run(copy, datasets=["faces"], bits=(8, 2), methods=["ot", "uniform"], scale="tiny",
+                          progress=False, models_dir=other)
+    assert third["datasets"]["faces"]["model_sha256"] != first["datasets"]["faces"]["model_sha256"]
 
 
-def test_other_settings_on_an_existing_checkpoint_are_refused(sweep):
-    out, _ = sweep
-    with pytest.raises(fq.InputError, match="trained with other settings"):
-        reproduce.run(out, datasets=["mnist"], bits=(2,), methods=["ot"], scale="tiny", seed=1, progress=False)
+def _verdict_entry(ot, others, float_fd=10.0):
+    """A dataset entry whose 2-bit rows have the given paired differences (diff, lo, hi)."""
+    def diff(d):
+        return dict(diff=d[0], ci=[d[1], d[2]], significant=d[1] > 0 or d[2] < 0)
+    runs = [dict(method="ot", bits=2, fd={}, fd_minus_float=diff(ot))]
+    runs += [dict(method=m, bits=2, fd={}, fd_minus_ot=diff(d), fd_minus_float=diff(d)) for m, d in others.items()]
+    return dict(runs=runs, headline_bits=[2], fd_float=dict(fd=float_fd))
+
+
+@pytest.mark.parametrize("ot,others,expected", [
+    ((0.5, -0.5, 1.5), dict(uniform=(9, 5, 12), pwl=(4, 1, 6), log2=(20, 15, 25)), "supports"),
+    ((0.5, -0.5, 1.5), dict(uniform=(9, 5, 12), pwl=(1, -1, 3), log2=(20, 15, 25)), "cannot tell"),
+    ((0.5, -0.5, 1.5), dict(uniform=(-3, -5, -1), pwl=(4, 1, 6), log2=(20, 15, 25)), "contradicts"),
+    ((6.0, 4.0, 8.0), dict(uniform=(9, 5, 12), pwl=(4, 1, 6), log2=(20, 15, 25)), "contradicts"),
+    ((2.0, 0.5, 3.0), dict(uniform=(9, 5, 12), pwl=(4, 1, 6), log2=(20, 15, 25)), "cannot tell"),
+])
+def test_verdict_follows_the_intervals(ot, others, expected):
+    assert KEEP_TOLERANCE == 0.25          # the cases above put 2.5 (= 0.25 x FD 10) between "keeps" and "loses"
+    per_bits, overall = verdicts(_verdict_entry(ot, others))
+    assert per_bits[2][0] == expected and overall == expected
+
+
+def test_ctrl_c_keeps_the_results_so_far(sweep, models, monkeypatch, tmp_path):
+    real_measure, calls = reproduce.Evaluator.measure, []
+
+    def measure_then_interrupt(self, method, bits, seeds=1):
+        calls.append((method, bits))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_measure(self, method, bits, seeds)
+    monkeypatch.setattr(reproduce.Evaluator, "measure", measure_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        reproduce.run(str(tmp_path), datasets=["mnist"], bits=(2, 8), methods=["uniform"], scale="tiny",
+                      progress=False, models_dir=models)
+    saved = json.load(open(tmp_path / "results.json"))
+    assert saved["interrupted"] is True and len(saved["datasets"]["mnist"]["runs"]) == 1
+    assert "fd" in saved["datasets"]["mnist"]["runs"][0]          # its statistics were still computed
+    assert "interrupted (Ctrl-C)" in open(tmp_path / "report.md").read()
+
+
+def test_paper_sampler_check_reports_its_fd_and_the_gap(models, monkeypatch, tmp_path):
+    monkeypatch.setitem(reproduce.SCALES, "tiny", dict(reproduce.SCALES["tiny"], paper_check=True))
+    monkeypatch.setitem(reproduce.PAPER_STEPS, "midpoint", 3)
+    res = reproduce.run(str(tmp_path), datasets=["mnist"], bits=(2,), methods=["ot"], scale="tiny",
+                        progress=False, models_dir=models)
+    paper = res["datasets"]["mnist"]["paper_sampler"]
+    assert paper["solver"] == "midpoint" and paper["steps"] == 3
+    assert paper["fd"]["ci"][0] <= paper["fd"]["ci"][1] and "diff" in paper["fd_minus_default"]
+    assert "The paper's sampler (midpoint, 3 steps" in open(tmp_path / "report.md").read()
+
+
+# ------------------------------------------------------------------------------------------------ bad input
+def _one_line_error(capsys):
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err
+    return err
+
+
+def test_missing_model_names_the_file_and_the_fix(tmp_path, capsys):
+    assert main(["reproduce", "--out", str(tmp_path / "r"), "--datasets", "mnist", "--scale", "tiny",
+                 "--models", str(tmp_path)]) == 1
+    err = _one_line_error(capsys)
+    assert str(tmp_path / "mnist.h5") in err and "train_models.py mnist" in err and not (tmp_path / "r").exists()
+
+
+def test_corrupt_model_is_a_format_error_naming_the_file(tmp_path):
+    (tmp_path / "mnist.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 600)
+    with pytest.raises(fq.FormatError, match="mnist.h5.*train_models.py mnist"):
+        reproduce.run(str(tmp_path / "r"), datasets=["mnist"], scale="tiny", progress=False, models_dir=str(tmp_path))
+
+
+def test_model_trained_with_other_settings_is_refused(tmp_path):
+    dataset, settings = recipes.recipe("mnist")
+    fq.io.save_model(str(tmp_path / "mnist.h5"), recipes.build("mnist"),
+                     meta={"dataset": dataset, "recipe": dict(settings, lr=0.5), "trained_steps": settings["steps"]})
+    with pytest.raises(fq.FormatError, match="trained with other settings"):
+        reproduce.run(str(tmp_path / "r"), datasets=["mnist"], scale="tiny", progress=False, models_dir=str(tmp_path))
+
+
+def test_feature_net_of_another_image_size_is_refused(tmp_path, models):
+    folder = write_models(str(tmp_path), ["mnist"])
+    fq.io.save_model(os.path.join(folder, "features_mnist.h5"),
+                     fq.nn.Classifier(channels=3, size=32, n_classes=5, width=4, hidden=8), meta={})
+    with pytest.raises(fq.FormatError, match="features_mnist.h5: feature net is for 3×32×32 images"):
+        reproduce.run(str(tmp_path / "r"), datasets=["mnist"], scale="tiny", progress=False, models_dir=folder)
 
 
 @pytest.mark.parametrize("argv,needle", [
@@ -75,12 +213,12 @@ def test_other_settings_on_an_existing_checkpoint_are_refused(sweep):
     (["--datasets", "cifar10"], "unknown dataset"),
     (["--datasets", "moons"], "not part of the sweep"),
     (["--methods", "ot,kmeans"], "methods must be"),
+    (["--quick", "--datasets", "mnist"], "--quick sets --datasets itself"),
 ])
 def test_cli_bad_input_is_one_line_and_nonzero(argv, needle, tmp_path, capsys):
     out = tmp_path / "r"
     assert main(["reproduce", "--out", str(out), *argv]) == 1
-    err = capsys.readouterr().err.strip()
-    assert needle in err and "\n" not in err and not out.exists()
+    assert needle in _one_line_error(capsys) and not out.exists()
 
 
 def test_cli_help_lists_the_options(capsys):
@@ -88,22 +226,15 @@ def test_cli_help_lists_the_options(capsys):
         main(["reproduce", "--help"])
     assert info.value.code == 0
     text = capsys.readouterr().out
-    for option in ("--out", "--datasets", "--bits", "--methods", "--scale", "--seed", "tiny", "quick", "full"):
+    for option in ("--out", "--quick", "--datasets", "--bits", "--methods", "--scale", "--models", "--seed",
+                   "tiny", "quick", "default", "paper"):
         assert option in text
 
 
-def test_ctrl_c_keeps_the_results_so_far(sweep, monkeypatch):
-    out, _ = sweep
-    real_measure, calls = reproduce._Evaluator.measure, []
-
-    def measure_then_interrupt(self, method, bits):
-        calls.append((method, bits))
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real_measure(self, method, bits)
-    monkeypatch.setattr(reproduce._Evaluator, "measure", measure_then_interrupt)
-    with pytest.raises(KeyboardInterrupt):
-        reproduce.run(out, datasets=["mnist"], bits=(2, 8), methods=["uniform"], scale="tiny", progress=False)
-    saved = json.load(open(os.path.join(out, "results.json")))
-    assert saved["interrupted"] is True and len(saved["datasets"]["mnist"]["runs"]) == 1
-    assert "interrupted (Ctrl-C)" in open(os.path.join(out, "report.md")).read()
+def test_cli_runs_the_sweep(models, tmp_path, capsys):
+    out = tmp_path / "r"
+    assert main(["reproduce", "--out", str(out), "--datasets", "faces", "--bits", "2", "--methods", "ot-opt",
+                 "--scale", "tiny", "--models", models]) == 0
+    saved = json.load(open(out / "results.json"))
+    assert saved["command"].startswith("fmq-np reproduce --out") and len(saved["datasets"]["faces"]["runs"]) == 1
+    assert np.isfinite(saved["datasets"]["faces"]["runs"][0]["psnr"])
