@@ -318,14 +318,25 @@ def _bench(args):
 
 def _reproduce(args):
     from . import reproduce
+    if args.quick:
+        for flag, value in (("--datasets", args.datasets), ("--bits", args.bits), ("--scale", args.scale)):
+            if value is not None:
+                raise FmqError(f"--quick sets {flag} itself; drop {flag} or --quick")
+        q = reproduce.QUICK
+        args.datasets, args.bits, args.scale = ",".join(q["datasets"]), ",".join(map(str, q["bits"])), q["scale"]
+    args.datasets = args.datasets or ",".join(reproduce.DATASETS)
+    args.bits = args.bits or ",".join(map(str, reproduce.BITS))
+    args.scale = args.scale or "default"
     datasets, bits, methods = _split_list(args.datasets), _parse_bits(args.bits), _split_list(args.methods)
     reproduce.check_args(datasets, bits, methods, args.scale, args.seed)     # fail before creating folders
+    reproduce.check_models(datasets, args.models)
     os.makedirs(args.out, exist_ok=True)
     _check_output(os.path.join(args.out, "report.md"))
     command = (f"fmq-np reproduce --out {args.out} --datasets {args.datasets} --bits {args.bits} "
-               f"--methods {args.methods} --scale {args.scale} --seed {args.seed}")
+               f"--methods {args.methods} --scale {args.scale} --seed {args.seed}"
+               + (f" --models {args.models}" if args.models else ""))
     reproduce.run(args.out, datasets=datasets, bits=bits, methods=methods, scale=args.scale, seed=args.seed,
-                  progress=True, command=command)
+                  progress=True, command=command, models_dir=args.models)
     print(f"wrote {os.path.join(args.out, 'report.md')}, results.json and PNGs")
 
 
@@ -559,25 +570,34 @@ def build_parser():
     p.add_argument("--seed", type=_seed, default=0, help="seed (default 0)")
     p.set_defaults(run=_demo)
 
-    from .reproduce import BITS, DATASETS, METHODS, SCALES
-    p = sub.add_parser("reproduce", help="the paper's five-dataset sweep (scaled down) -> report.md",
-                       description="Train a small U-Net per dataset (or reuse OUT/<dataset>/float.h5), quantize it "
-                                   "with every method at every bit width, measure weight MSE, velocity PSNR/SSIM at "
-                                   "t=0, feature Frechet distance and sample drift, and write OUT/report.md, "
-                                   "OUT/results.json, sample grids and a plot. Re-running only redoes the "
-                                   "quantization; Ctrl-C keeps the training checkpoint and the results so far.")
+    from .reproduce import BITS, DATASETS, METHODS, QUICK, SCALES
+    p = sub.add_parser("reproduce", help="the paper's five-dataset sweep on the shipped models -> report.md",
+                       description="Quantize the shipped float U-Net of each dataset (data/models; nothing is "
+                                   "trained) with every method at every bit width and measure weight MSE, velocity "
+                                   "PSNR/SSIM at t=0, the Frechet distance of samples in a shipped classifier's "
+                                   "features (with its real-data floor, paired bootstrap intervals and differences "
+                                   "to ot and to the float model), sample drift and latent stability; write "
+                                   "OUT/report.md with a verdict on the paper's claim per dataset, OUT/results.json, "
+                                   "sample grids and a plot. Ctrl-C keeps the results so far. The default run takes "
+                                   "~30 min on 2 cores, --quick ~10 min.")
     p.add_argument("--out", default="runs/repro", help="output folder (default runs/repro)")
-    p.add_argument("--datasets", default=",".join(DATASETS),
-                   help=f"comma-separated datasets (default {','.join(DATASETS)})")
-    p.add_argument("--bits", default=",".join(map(str, BITS)),
+    p.add_argument("--quick", action="store_true",
+                   help=f"the quick run: datasets {','.join(QUICK['datasets'])}, bits "
+                        f"{','.join(map(str, QUICK['bits']))}, scale {QUICK['scale']}")
+    p.add_argument("--datasets", default=None, help=f"comma-separated datasets (default {','.join(DATASETS)})")
+    p.add_argument("--bits", default=None,
                    help=f"comma-separated bit widths in 1..8 (default {','.join(map(str, BITS))})")
     p.add_argument("--methods", default=",".join(METHODS),
                    help=f"comma-separated quantizers (default {','.join(METHODS)}); the paper's ot, uniform, "
                         "pwl, log2 run with paper_compat=True, ot-opt is the exact W2-optimal codebook")
-    p.add_argument("--scale", choices=tuple(SCALES), default="quick",
-                   help="run size: tiny (smoke test, seconds), quick (default, ~15 min on one core), "
-                        "full (wider U-Nets, longer training, 1000 samples: hours)")
-    p.add_argument("--seed", type=int, default=0, help="seed of training, noise and evaluation (default 0)")
+    p.add_argument("--scale", choices=tuple(SCALES), default=None,
+                   help="run size: tiny (smoke test, seconds), quick (1000 samples, one noise seed), default "
+                        "(1000 samples, 3 noise seeds at 2-3 bits, the paper's sampler for the float model), paper "
+                        "(2000 samples, the paper's samplers everywhere: hours)")
+    p.add_argument("--models", default=None, metavar="DIR",
+                   help="folder of <dataset>.h5 float models and features_<dataset>.h5 nets (default: the shipped "
+                        "data/models)")
+    p.add_argument("--seed", type=int, default=0, help="offset of every noise draw (default 0)")
     p.set_defaults(run=_reproduce)
     return parser
 

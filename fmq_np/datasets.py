@@ -26,7 +26,7 @@ from .errors import FormatError, InputError
 
 TOYS = ("moons", "8gaussians", "checkerboard", "swissroll")
 IMAGES = ("digits", "mnist", "fashion", "cifar-standin", "faces", "imagenet-standin")
-SPLITS = ("train", "test")
+SPLITS = ("train", "test", "extra")
 _ALIASES = {"8-gaussians": "8gaussians", "eight-gaussians": "8gaussians", "swiss-roll": "swissroll",
             "two-moons": "moons", "fashion-mnist": "fashion", "fashion_mnist": "fashion"}
 #: file name and maximum raw pixel value of each single-split labelled image set
@@ -99,7 +99,7 @@ def load(name, n=None, seed=0, return_labels=False, split="train"):
     if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1):
         raise InputError(f"n must be a positive integer, got {n!r}")
     if split not in SPLITS:
-        raise InputError(f"split must be 'train' or 'test', got {split!r}")
+        raise InputError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     if key in TOYS:
         if return_labels:
             raise InputError(f"dataset {key!r} has no labels")
@@ -168,6 +168,8 @@ def _load_images_from(folder, key, split):
         raw, labels = _read_npz(folder, _SPLIT_FILES[key], (f"x_{split}", f"y_{split}"))
         return _scaled(raw, 255.0), labels.astype(np.int64)
     factors, sigma, splits = _CROPS[key]
+    if split not in splits:
+        raise InputError(f"dataset {key!r} has no {split!r} split; use 'train' or 'test'")
     count, seed = splits[split]
     photos = _read_npz(folder, "natural_images.npz", _PHOTOS)
     return _crops(photos, factors, sigma, count, seed)
