@@ -307,6 +307,8 @@ class Evaluator:
         self.fd_noise = _fd(image_features(self.net, noise), self.ref_features)
         for k, s in enumerate(self.float_samples):
             self.features["float", k] = image_features(self.net, s)
+        _say(progress, f"  float FD {_fd(self.features['float', 0], self.ref_features):.4g}; real-data floor "
+                       f"{self.floor['mean']:.4g} ± {self.floor['std']:.2g}; noise {self.fd_noise:.4g}")
         if cfg["paper_check"]:
             self._paper_check()
 
