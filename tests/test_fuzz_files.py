@@ -1,6 +1,8 @@
-"""Fuzz: mutated files (bytes flipped, truncated, attributes removed or changed) either load with the right content
-or raise FormatError — never another exception, never a crash."""
+"""Fuzz: mutated files (bytes flipped, truncated, zeroed 512-byte blocks, random 8-byte overwrites, attributes
+removed or changed) either load with the right content or raise FormatError — never another exception, never a
+crash, never a hang (the mutation runs load each file in a worker process with a time budget: tests/fuzzing.py)."""
 import json
+import os
 import struct
 
 import h5py
@@ -8,7 +10,10 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+import fuzzing
+import fmq_np as fq
 from fmq_np.errors import FormatError
+from fmq_np.io._h5 import check_global_heaps, open_h5
 from fmq_np.io.importers import read_arrays, write_safetensors
 from fmq_np.io.quantized import load_quantized, save_quantized
 from fmq_np.quant import QuantizedTensor, quantize_model
@@ -214,3 +219,107 @@ def test_npz_truncated(files, tmp_path, frac):
     (tmp_path / "x.npz").write_bytes(raw[:int(frac * len(raw))])
     with pytest.raises(FormatError):
         read_arrays(tmp_path / "x.npz")
+
+
+# ------------------------------------------------- all mutation kinds, every format, a time budget per load
+#: mutations per format in the default run (the four kinds in turn); benchmarks/fuzz_files.py runs 1,000
+MUTATIONS = 100
+#: a load still running after this many seconds counts as a hang (it detects hangs; it measures no speed)
+BUDGET_S = 30.0
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory):
+    return fuzzing.make_files(tmp_path_factory.mktemp("pristine"))
+
+
+def _report(bad):
+    return "; ".join(f"{what} -> {outcome} {detail}" for _, what, outcome, detail in bad[:5])
+
+
+@pytest.mark.parametrize("fmt", ["float_h5", "quantized_h5", "npz"])
+def test_mutated_checksummed_files_load_identically_or_raise_format_error(pristine, tmp_path, fmt):
+    """Checksummed formats (HDF5 1.10 metadata + fletcher32 data; zip CRC-32): a mutation is caught or harmless."""
+    results = fuzzing.run_mutations(fmt, pristine[fmt], range(MUTATIONS), tmp_path, BUDGET_S)
+    bad = [r for r in results if r[2] not in ("identical", "format_error")]
+    assert not bad, f"{len(bad)} of {len(results)} mutated {fmt} files: {_report(bad)}"
+    truncated = [r for r in results if " truncate:" in r[1]]
+    assert len(truncated) == MUTATIONS // 4 and all(r[2] == "format_error" for r in truncated)
+
+
+def test_mutated_safetensors_load_faithfully_or_raise_format_error(pristine, tmp_path):
+    """safetensors has no checksum: a loaded file must equal a plain parse of its mutated bytes, and a same-length
+    mutation confined to the data region must load."""
+    raw = open(pristine["safetensors"], "rb").read()
+    data_start = 8 + struct.unpack("<Q", raw[:8])[0]
+    results = fuzzing.run_mutations("safetensors", pristine["safetensors"], range(MUTATIONS), tmp_path, BUDGET_S)
+    bad = [r for r in results if r[2] not in ("identical", "faithful", "format_error")]
+    assert not bad, f"{len(bad)} of {len(results)} mutated safetensors files: {_report(bad)}"
+    in_data = [r for r in results if (fuzzing.touched_range(raw, r[0]) or (0, 0))[0] >= data_start]
+    assert in_data and all(r[2] in ("identical", "faithful") for r in in_data), _report(in_data)
+    assert all(r[2] == "format_error" for r in results if " truncate:" in r[1])
+
+
+# ---------------------------------------------------------------- float checkpoints: format, old files, errors
+def test_float_checkpoints_use_the_checksummed_object_format(tmp_path, tiny_mlp_factory):
+    """Superblock version >= 2 (checksummed; the 'earliest' format writes 0) and no variable-length string
+    attribute (those live in the unchecksummed global heap)."""
+    fq.io.save(tmp_path / "m.h5", tiny_mlp_factory())
+    assert (tmp_path / "m.h5").read_bytes()[8] >= 2
+    with h5py.File(tmp_path / "m.h5") as f:
+        kinds = [(k, f.attrs.get_id(k).dtype) for k in f.attrs]
+    assert kinds and all(h5py.check_string_dtype(dt) is None or h5py.check_string_dtype(dt).length is not None
+                         for _, dt in kinds), kinds
+
+
+def test_old_earliest_format_checkpoints_still_load(tmp_path, tiny_mlp_factory):
+    model = tiny_mlp_factory(seed=3)
+    fuzzing.legacy_float_checkpoint(tmp_path / "old.h5", model, meta={"trained_steps": 7})
+    assert (tmp_path / "old.h5").read_bytes()[8] == 0
+    back, meta = fq.io.load_model(tmp_path / "old.h5")
+    assert meta == {"trained_steps": 7} and back.config() == model.config()
+    for k, v in model.parameters().items():
+        assert back.parameters()[k].tobytes() == v.tobytes()
+
+
+def test_old_format_damage_that_hung_or_raised_raw_h5py_errors_is_a_format_error(pristine, tmp_path):
+    """Mutations of an 'earliest'-format checkpoint that made h5py raise a raw RuntimeError (seeds 91, 166, 199:
+    symbol table / link iteration failures) or made libhdf5 loop forever (seed 42: a zeroed block in the global
+    heap that holds the string attributes) before issue 12."""
+    results = fuzzing.run_mutations("legacy_float_h5", pristine["legacy_float_h5"], [42, 91, 166, 199], tmp_path,
+                                    BUDGET_S)
+    bad = [r for r in results if r[2] != "format_error" or os.fspath(tmp_path) not in r[3]]
+    assert not bad, _report(bad)
+
+
+def test_a_damaged_global_heap_is_refused_before_libhdf5_reads_it(tmp_path, tiny_mlp_factory):
+    """Every object of every global heap collection must advance the walk and fit in its collection."""
+    fuzzing.legacy_float_checkpoint(tmp_path / "old.h5", tiny_mlp_factory())
+    raw = bytearray((tmp_path / "old.h5").read_bytes())
+    at = raw.find(b"GCOL")
+    assert at > 0 and raw.count(b"GCOL") == 1
+    first = at + 16                               # header: signature, version, 3 reserved, 8-byte size
+    size = int.from_bytes(raw[first + 8:first + 16], "little")
+    assert 0 < size < 4096                        # the first string attribute's length: the layout is understood
+    check_global_heaps(tmp_path / "old.h5")       # the intact file passes
+    for damage in ("zero_free_space", "object_overruns"):
+        bad = bytearray(raw)
+        if damage == "zero_free_space":           # object 0 (free space) of size 0: libhdf5 never advances
+            bad[first:first + 16] = bytes(16)
+        else:
+            bad[first + 8:first + 16] = (1 << 20).to_bytes(8, "little")
+        (tmp_path / "bad.h5").write_bytes(bytes(bad))
+        with pytest.raises(FormatError, match="damaged global heap"):   # the guard itself: libhdf5 is not reached
+            check_global_heaps(tmp_path / "bad.h5")
+
+
+def test_h5py_errors_inside_open_h5_become_format_errors_naming_the_file(tmp_path, tiny_mlp_factory):
+    path = tmp_path / "m.h5"
+    fq.io.save(path, tiny_mlp_factory())
+    for bad_read in (lambda f: f["no/such/dataset"], lambda f: f.attrs["missing"],
+                     lambda f: f["params"][next(iter(f["params"]))][5:2:0]):
+        with pytest.raises(FormatError, match=str(path)):
+            with open_h5(path) as f:
+                bad_read(f)
+    with pytest.raises(FormatError, match="directory"):
+        fq.io.load(tmp_path)

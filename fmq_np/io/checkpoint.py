@@ -8,6 +8,10 @@ Layout::
     /train_state     optional, written by fmq_np.flow.fit to resume: attrs step, seconds, rng (JSON);
                      groups raw/ (raw weights), ema/, optim/ (arrays as datasets, scalars as attrs), history/
 
+Files are written in the HDF5 1.10 object format with fixed-length string attributes (``_h5.LIBVER``,
+``_h5.set_str``), so damaged metadata is caught by HDF5's checksums as damaged data is by fletcher32; files of
+the older 'earliest' format (variable-length strings, no metadata checksums) still load.
+
 Loading validates the format, version, class, config, every name, shape and dtype, and that weights are finite;
 anything wrong raises :class:`~fmq_np.errors.FormatError`. Nothing is unpickled: loading never runs code.
 """
@@ -17,7 +21,7 @@ import h5py
 import numpy as np
 
 from ..errors import FmqError, FormatError
-from ._h5 import atomic_h5, check_format, open_h5, read_attr, read_dataset
+from ._h5 import LIBVER, atomic_h5, check_format, open_h5, read_attr, read_dataset, set_str
 
 FORMAT = "fmq_np.model"
 VERSION = 1
@@ -28,14 +32,14 @@ def save_model(path, model, meta=None, train_state=None):
     """Write ``model`` (its class, config and parameters) to ``path`` atomically. ``meta``: JSON-able dict."""
     from .. import __version__
     params = model.parameters()
-    with atomic_h5(path) as f:
-        f.attrs["format"] = FORMAT
+    with atomic_h5(path, libver=LIBVER) as f:
+        set_str(f, "format", FORMAT)
         f.attrs["format_version"] = VERSION
-        f.attrs["fmq_np_version"] = __version__
-        f.attrs["model_class"] = type(model).__name__
-        f.attrs["model_config"] = json.dumps(model.config())
-        f.attrs["param_names"] = json.dumps(list(params))
-        f.attrs["meta"] = json.dumps(meta or {})
+        set_str(f, "fmq_np_version", __version__)
+        set_str(f, "model_class", type(model).__name__)
+        set_str(f, "model_config", json.dumps(model.config()))
+        set_str(f, "param_names", json.dumps(list(params)))
+        set_str(f, "meta", json.dumps(meta or {}))
         _write_arrays(f.create_group("params"), params)
         if train_state is not None:
             _write_train_state(f.create_group("train_state"), train_state)
@@ -67,7 +71,7 @@ def load_train_state(path, model):
         if not isinstance(g, h5py.Group):
             raise FormatError(f"{path}: no train_state group (not a training checkpoint)")
         state = {"step": read_attr(g, "step", int, path), "seconds": read_attr(g, "seconds", float, path),
-                 "rng": json.loads(read_attr(g, "rng", str, path)),
+                 "rng": read_json_attr(g, "rng", path),
                  "raw": read_params(g, "raw", model.parameters(), path),
                  "history": {k: read_dataset(g, f"history/{k}", path) for k in ("step", "loss", "lr")},
                  "optim": _read_flat(g, "optim", path),
@@ -199,6 +203,8 @@ def _write_flat(group, state):
     for key, value in state.items():
         if isinstance(value, np.ndarray):
             _write_arrays(group, {key: value})
+        elif isinstance(value, str):
+            set_str(group, key, value)
         else:
             group.attrs[key] = value
 
@@ -207,16 +213,22 @@ def _read_flat(g, name, path):
     sub = g.get(name)
     if not isinstance(sub, h5py.Group):
         raise FormatError(f"{path}: train_state/{name} missing")
-    out = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in sub.attrs.items()}
+    out = {k: _plain(v) for k, v in sub.attrs.items()}
     for key in sub:
         out[key] = read_dataset(sub, key, path)
     return out
 
 
+def _plain(value):
+    """An attribute value as Python scalar (fixed-length strings come back as bytes: decoded)."""
+    value = value.item() if isinstance(value, np.generic) else value
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
 def _write_train_state(g, state):
     g.attrs["step"] = int(state["step"])
     g.attrs["seconds"] = float(state["seconds"])
-    g.attrs["rng"] = json.dumps(state["rng"])
+    set_str(g, "rng", json.dumps(state["rng"]))
     _write_arrays(g.create_group("raw"), state["raw"])
     _write_arrays(g.create_group("history"), state["history"])
     _write_flat(g.create_group("optim"), state["optim"])
