@@ -283,3 +283,47 @@ def subpixel_gather(dy, h, w):
         for px in range(2):
             grids[2 * py + px, :, :, py:py + h, px:px + w] = dy[:, :, py::2, px::2]
     return grids.reshape(4, c, n, -1)
+
+
+# ------------------------------------------------------------------------------ calibration (fmq_np.quant.calibrate)
+def obq_error_feedback(w, codebook, h, damp=0.01):
+    """OBQ / OBS error feedback written out plainly: for each column j in order, round every row of column j to the
+    nearest level of its codebook row (ties to the lower level), spread the error over the not yet quantized
+    columns F by the explicit inverse of the damped Hessian restricted to F — W[:, F] -= err/Hinv[j, j] ⊗
+    Hinv[j, F] — then remove j from Hinv (Hinv -= Hinv[:, j] Hinv[j, :] / Hinv[j, j]). Damping: dead inputs
+    (diag 0) get 1 on the diagonal, then damp·mean(live diagonal) is added. Returns (codes, w_hat) float64."""
+    w = np.array(w, dtype=np.float64)
+    cb = np.asarray(codebook, dtype=np.float64)
+    h = np.array(h, dtype=np.float64)
+    d = np.diag(h).copy()
+    for i in range(len(d)):
+        if d[i] <= 0:
+            h[i, i] = 1.0
+    live = d[d > 0]
+    lam = damp * (live.mean() if live.size else 1.0)
+    for i in range(len(d)):
+        h[i, i] += lam
+    hinv = np.linalg.inv(h)
+    n_out, n = w.shape
+    codes = np.zeros((n_out, n), dtype=np.int64)
+    w_hat = np.zeros((n_out, n))
+    for j in range(n):
+        for r in range(n_out):
+            dist = [abs(c - w[r, j]) for c in cb[r]]
+            codes[r, j] = int(np.argmin(dist))
+            w_hat[r, j] = cb[r, codes[r, j]]
+        err = (w[:, j] - w_hat[:, j]) / hinv[j, j]
+        for f in range(j + 1, n):
+            w[:, f] -= err * hinv[j, f]
+        hinv = hinv - np.outer(hinv[:, j], hinv[j, :]) / hinv[j, j]
+    return codes, w_hat
+
+
+def layer_input_rows(layer_kind, x, k=1, stride=1, pad=0, up=1):
+    """The matrix X a layer's weight multiplies, rows = (sample, output pixel): a Linear's input (N, F) itself; a
+    convolution's im2col of x (C, N, H, W), transposed (rows (n, oy, ox), columns (c, i, j))."""
+    if layer_kind == "linear":
+        return np.asarray(x, np.float64)
+    h, w = x.shape[2], x.shape[3]
+    ho, wo = (h * up + 2 * pad - k) // stride + 1, (w * up + 2 * pad - k) // stride + 1
+    return im2col(np.asarray(x, np.float64), k, stride, pad, up, ho, wo).T

@@ -68,6 +68,26 @@ class Module:
         """Ordered dict ``{dotted name: live gradient array}`` with the keys and shapes of :meth:`parameters`."""
         return {pre + k: v for pre, mod in self.modules() for k, v in mod._grads.items()}
 
+    def weight_inputs(self):
+        """Yield ``(dotted weight name, blocks)`` for every :class:`Linear` / :class:`Conv2d` of this module whose last
+        ``forward(train=True)`` cached its input (the hook calibration uses to see what each weight multiplies).
+
+        ``blocks()`` iterates float arrays ``(rows, fan_in)`` in the module's dtype whose rows, stacked, form the
+        matrix X with ``z = X @ weight.reshape(out, fan_in).T + bias``: a Linear's input (N, in_features) in one
+        block; a convolution's im2col rows (one per sample and output pixel, fan_in = C_in·k·k in the weight's
+        (c, i, j) order, zero padding and upsampling included), a block of samples at a time. A block may be a view
+        of a scratch buffer: use it before asking for the next one. A layer called twice in one forward shows only
+        its last input.
+        """
+        for pre, mod in self.modules():
+            blocks = mod._input_blocks()
+            if blocks is not None:
+                yield pre + "weight", blocks
+
+    def _input_blocks(self):
+        """``weight_inputs``' block iterator factory for this layer, None when it has none (or no cached input)."""
+        return None
+
     @property
     def dtype(self):
         """Floating dtype of the parameters (float32 unless :meth:`astype` changed it)."""
@@ -160,6 +180,12 @@ class Linear(Module):
         if train:
             self._cache = (x, z)
         return y
+
+    def _input_blocks(self):
+        if self._cache is None:
+            return None
+        x = self._cache[0]
+        return lambda: iter((x,))
 
     def backward(self, dy, need_dx=True):
         x, z = self._cache
@@ -310,6 +336,24 @@ class Conv2d(Module):
         if train:
             self._cache = (x, z)
         return y.reshape(c_out, n, ho, wo)
+
+    def _input_blocks(self):
+        if self._cache is None:
+            return None
+        x = self._cache[0]
+
+        def blocks():
+            c_in, n, h, wd = x.shape
+            if self._pointwise():
+                yield x.reshape(c_in, -1).T
+                return
+            ho, wo = self.out_size(h, wd)
+            fan_in = c_in * self.k * self.k
+            for n0, n1 in self._chunks(n, fan_in * ho * wo):
+                cols = _scratch("calib_cols", (fan_in, (n1 - n0) * ho * wo), x.dtype)
+                self._unfold(x, n0, n1, ho, wo, cols)       # the sub-pixel layer too: plain upsampling im2col
+                yield cols.T
+        return blocks
 
     def _forward_subpixel(self, x, z, y):
         """Forward of the upsample-by-2 3×3 convolution by phases: x (Cin, N, h, w) -> z, y (Cout, N*2h*2w)."""

@@ -3,9 +3,13 @@
     qt = fmq_np.quant.quantize(w, bits=3, method="ot", granularity="channel")
     w_hat = qt.dequantize()
     qm = fmq_np.quant.quantize_model(named_arrays, bits=3, method="ot")
+    cal = fmq_np.quant.calibrate(model, data, seed=0)      # statistics along the flow (fmq_np.quant.calibrate)
+    qm = fmq_np.quant.quantize_model(model.parameters(), bits=2, method="ot-opt", calibration=cal)
 """
+from fmq_np.quant.calibrate import Calibration, calibrate, load_calibration
 from fmq_np.quant.model import QuantizedModel, quantize_model
 from fmq_np.quant.schemes import METHODS, quantize
 from fmq_np.quant.tensor import QuantizedTensor
 
-__all__ = ["quantize", "quantize_model", "QuantizedTensor", "QuantizedModel", "METHODS"]
+__all__ = ["quantize", "quantize_model", "QuantizedTensor", "QuantizedModel", "METHODS", "calibrate", "Calibration",
+           "load_calibration"]

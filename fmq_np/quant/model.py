@@ -44,6 +44,15 @@ class QuantizedModel:
         """Bytes to store every tensor (quantized: packed codes + codebooks)."""
         return sum(t.nbytes for t in self.tensors.values())
 
+    @property
+    def bits_per_weight(self):
+        """Storage bits per weight of the quantized tensors: packed codes at each tensor's own width (mixed widths
+        included) plus their codebooks / scales, over the number of their values (tensors kept in float are not
+        counted; None when none is quantized)."""
+        qts = [t for t in self.tensors.values() if isinstance(t, QuantizedTensor)]
+        size = sum(t.size for t in qts)
+        return sum(t.bits * t.size + t.overhead_bits for t in qts) / size if size else None
+
 
 #: values per chunk of the report's float64 arithmetic (bounded memory on tensors of hundreds of millions of values)
 _CHUNK = 1 << 18
@@ -111,7 +120,8 @@ def default_policy(paper_compat):
 
 
 def quantize_model(named_arrays, bits=3, method="ot", granularity="channel", group_size=None, paper_compat=False,
-                   policy=None, weights=None, device="auto"):
+                   policy=None, weights=None, device="auto", calibration=None, error_feedback=None,
+                   bias_correction=None):
     """Quantize every float array of ``named_arrays`` → :class:`QuantizedModel`.
 
     ``policy(name, array) -> bits | None`` picks each tensor's bit width (None keeps it in float); the default keeps
@@ -120,7 +130,26 @@ def quantize_model(named_arrays, bits=3, method="ot", granularity="channel", gro
     ``weights``: optional ``dict[name, importance array]`` for ``method="ot-opt"``. ``method="log2"`` at 1 bit warns
     (its two levels are the smallest magnitudes). ``meta["source_digest"]`` records :func:`weights_digest` of
     ``named_arrays``.
+
+    ``calibration``: a :class:`~fmq_np.quant.calibrate.Calibration` of the model these arrays are the weights of
+    (another model's → InputError). It turns on, for every ≥ 2-D float tensor, per channel: the Fisher-weighted
+    exact codebook (``ot-opt``; other methods keep their codebook), error feedback through the layer's input
+    Hessian (``error_feedback``, default True), bias correction of the float biases (``bias_correction``, default
+    True), and mixed widths when ``bits`` is fractional (a budget on the average code width of the quantized
+    tensors, among the calibrated widths; ``bits_per_weight`` adds the codebooks). See :mod:`fmq_np.quant.calibrate`.
     """
+    if calibration is not None:
+        if policy is not None or weights is not None or paper_compat or granularity != "channel" or group_size:
+            raise InputError("calibration= quantizes per channel with its own weights and widths: it takes no "
+                             "policy, weights, paper_compat or other granularity")
+        check_options(2, method, granularity, None, False)
+        from fmq_np.quant.calibrate import quantize_calibrated
+        return quantize_calibrated(named_arrays, bits, method, calibration,
+                                   error_feedback_on=True if error_feedback is None else bool(error_feedback),
+                                   bias_correction=True if bias_correction is None else bool(bias_correction),
+                                   device=device)
+    if error_feedback or bias_correction:
+        raise InputError("error_feedback and bias_correction need calibration= (fmq_np.quant.calibrate)")
     bits, group_size = check_options(bits, method, granularity, group_size, paper_compat)
     if not hasattr(named_arrays, "items"):
         raise InputError("named_arrays must be a mapping of name -> array")
