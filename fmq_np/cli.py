@@ -393,11 +393,19 @@ def _quantize(args):
     if not any(np.asarray(a).dtype.kind == "f" for a in arrays.values()):
         raise FmqError(f"{args.input}: no float tensors to quantize"
                        + (f" (found only {len(arrays)} non-float arrays)" if arrays else " (the file holds none)"))
-    qm = quant.quantize_model(arrays, bits=args.bits, method=args.method, granularity=args.granularity,
-                              group_size=args.group_size, paper_compat=args.paper_compat)
+    if args.calibrate:          # runs the float network along its trajectories: needs an fmq_np model file
+        model, _ = io.load_model(args.input)
+        cal = quant.calibrate(model, n=args.calib_n, seed=0)
+        qm = quant.quantize_model(model.parameters(), bits=args.bits, method=args.method, calibration=cal)
+    else:
+        qm = quant.quantize_model(arrays, bits=args.bits, method=args.method, granularity=args.granularity,
+                                  group_size=args.group_size, paper_compat=args.paper_compat)
     qm.meta.update(origin, source=os.path.basename(args.input))
     io.save(args.out, qm)
     print(_report_table(qm.report))
+    for name, sens in getattr(qm, "sensitivity", {}).items():
+        print(f"sensitivity {name}: " + ", ".join(f"{b} bits {s:.3e}" for b, s in sens.items())
+              + f" (quantized at {qm.meta['calibrated']['widths'].get(name, 'float')})")
     for name, why in not_read:
         print(f"skipped, not written: {name} ({why})")
     before = sum(row["bytes_before"] for row in qm.report)
@@ -505,9 +513,15 @@ def build_parser():
                        description="Quantize every float tensor of an fmq_np model (.h5), a .npz, a .safetensors "
                                    "or another tool's HDF5 file, print the per-tensor report, write a packed HDF5.")
     p.add_argument("input", help="fmq_np model .h5, .npz, .safetensors, or .h5/.hdf5 of float datasets")
-    p.add_argument("--bits", type=int, default=4, help="bits per weight, 1-8 (default 4)")
+    p.add_argument("--bits", type=lambda s: int(s) if s.strip().lstrip("+-").isdigit() else float(s), default=4,
+                   help="bits per weight, 1-8 (default 4); with --calibrate a fractional average (e.g. 2.5) mixes "
+                        "the widths 2-4 by measured sensitivity")
     p.add_argument("--method", choices=("ot", "ot-opt", "uniform", "pwl", "log2"), default="ot",
                    help="quantizer (default ot: the paper's equal-mass optimal transport)")
+    p.add_argument("--calibrate", action="store_true",
+                   help="calibrate along the float model's sampling trajectories (an fmq_np model file): weighted "
+                        "codebooks (ot-opt), error feedback, bias correction; prints each tensor's sensitivity")
+    p.add_argument("--calib-n", type=int, default=64, help="trajectories for --calibrate (default 64)")
     p.add_argument("--granularity", choices=("tensor", "channel", "group"), default="channel",
                    help="one codebook per tensor, per output channel (axis 0) or per group (default channel)")
     p.add_argument("--group-size", type=int, default=None, help="values per group for --granularity group")

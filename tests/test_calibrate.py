@@ -370,3 +370,20 @@ def test_bad_quantize_model_arguments(mlp, mlp_cal):
         fq.quant.quantize_model(p, bits=2, calibration={"not": "one"})
     with pytest.raises(InputError, match="bits"):
         fq.quant.quantize_model(p, bits=2.5)
+
+
+def test_cli_quantize_calibrate(tmp_path, capsys):
+    from fmq_np.cli import main
+    m = fq.nn.MLPVelocity(dim=2, hidden=16, depth=2, seed=0)
+    fq.io.save(tmp_path / "m.h5", m)
+    out = tmp_path / "q.h5"
+    assert main(["quantize", str(tmp_path / "m.h5"), "--bits", "2.5", "--method", "ot-opt", "--calibrate",
+                 "--calib-n", "4", "--out", str(out)]) in (0, None)
+    text = capsys.readouterr().out
+    assert "sensitivity layers.1.weight: 2 bits" in text
+    q = fq.io.load(out)
+    assert {t.bits for t in q.tensors.values() if isinstance(t, fq.quant.QuantizedTensor)} <= {2, 3, 4}
+    np.savez(tmp_path / "w.npz", **m.parameters())
+    assert main(["quantize", str(tmp_path / "w.npz"), "--calibrate", "--out", str(tmp_path / "q2.h5")]) == 1
+    err = capsys.readouterr().err
+    assert "w.npz" in err and len(err.strip().splitlines()) == 1

@@ -446,16 +446,18 @@ def _layer(cal, name, array):
     return st
 
 
-def allocate_widths(cal, shapes, budget):
+def allocate_widths(cal, shapes, budget, max_width=None):
     """Bit width per tensor (name → bits among ``cal.widths``) minimising Σ sensitivity (measured, additive model)
     with the average code width over these tensors' values ≤ ``budget`` (the nominal width, as ``bits=2`` is:
     codebooks come on top and ``QuantizedModel.bits_per_weight`` counts them).
 
     Greedy on the monotone envelope of the measured sensitivities: start every tensor at the smallest width and
     repeatedly widen by one step the tensor with the largest sensitivity drop per extra code bit while the budget
-    allows.
+    allows. ``max_width``: optional name → the widest width a tensor may get (quantize_model stops a tensor where
+    its codebooks would make it take as many bytes as its float values).
     """
     widths = cal.widths
+    max_width = max_width or {}
     if not widths[0] <= budget <= widths[-1]:
         raise InputError(f"bits budget {budget:g} is outside the calibrated widths {widths[0]}..{widths[-1]}")
     names = list(shapes)
@@ -471,7 +473,7 @@ def allocate_widths(cal, shapes, budget):
         best, best_gain = None, -1.0
         for nm in names:
             i = level[nm]
-            if i + 1 < len(widths):
+            if i + 1 < len(widths) and widths[i + 1] <= max_width.get(nm, widths[-1]):
                 extra = (widths[i + 1] - widths[i]) * size[nm]
                 if used + extra <= total:
                     gain = (sens[nm][i] - sens[nm][i + 1]) / extra
@@ -516,7 +518,8 @@ def quantize_calibrated(named_arrays, bits, method, calibration, error_feedback_
     # out of the bits budget
     targets = [k for k in floats if not _tiny(arrays[k], smallest, method)]
     if mixed:
-        widths = allocate_widths(calibration, {k: arrays[k].shape for k in targets}, float(bits))
+        cap = {k: max([b for b in calibration.widths if not _tiny(arrays[k], b, method)]) for k in targets}
+        widths = allocate_widths(calibration, {k: arrays[k].shape for k in targets}, float(bits), cap)
     else:
         widths = {k: smallest for k in targets}
     quantized, shifts = {}, {}
