@@ -249,6 +249,11 @@ def test_from_torchcfm_maps_the_wrapper_arguments():
                                       class_cond=True, attention_resolutions="14,7").config()
     assert cfg["out_channels"] == 2 and cfg["num_classes"] == 1000 and cfg["attention_resolutions"] == [2, 4]
     assert cfg["channel_mult"] == [1, 2, 2]
+    cfg = fq.nn.ADMUNet.from_torchcfm(dim=(1, 28, 28), num_channels=32, num_res_blocks=1,
+                                      attention_resolutions="32,14").config()
+    assert cfg["attention_resolutions"] == [2]             # torchcfm's 28 // 32 = 0 matches no level
+    with pytest.raises(InputError, match="attention_resolutions"):
+        fq.nn.ADMUNet.from_torchcfm(dim=(1, 28, 28), num_channels=32, num_res_blocks=1, attention_resolutions="a")
     with pytest.raises(InputError, match="use_fp16"):
         fq.nn.ADMUNet.from_torchcfm(dim=(1, 28, 28), num_channels=32, num_res_blocks=1, use_fp16=True)
     with pytest.raises(InputError, match="image size 20"):

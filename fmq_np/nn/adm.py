@@ -302,11 +302,12 @@ class ADMResBlock(Module):
             g = self.out_norm.forward(h, scale, shift, train=train)
         else:
             g = self.out_norm.forward(h + e.T[:, :, None, None], train=train)
-        self._mask = None
-        if train and self.dropout > 0 and rng is not None:
-            keep = rng.random(g.shape) >= self.dropout
-            self._mask = keep.astype(g.dtype) * g.dtype.type(1.0 / (1.0 - self.dropout))
-            g = g * self._mask
+        if train:      # (an inference call between forward and backward leaves the training caches alone)
+            self._mask = None
+            if self.dropout > 0 and rng is not None:
+                keep = rng.random(g.shape) >= self.dropout
+                self._mask = keep.astype(g.dtype) * g.dtype.type(1.0 / (1.0 - self.dropout))
+                g = g * self._mask
         out = self.out_conv.forward(g, train=train)
         xs = self.x_upd.forward(x, train=train) if self.x_upd is not None else x
         out += self.skip.forward(xs, train=train) if self.skip is not None else xs
@@ -541,11 +542,14 @@ class ADMUNet(Module):
         try:
             res = [int(r) for r in str(attention_resolutions).split(",")]
         except ValueError:
-            raise InputError(f"ADMUNet.from_torchcfm: attention_resolutions must be like '16,8', "
-                             f"got {attention_resolutions!r}") from None
+            res = []
+        if not res or min(res) < 1:
+            raise InputError(f"ADMUNet.from_torchcfm: attention_resolutions must be positive pixel sizes like "
+                             f"'16,8', got {attention_resolutions!r}")
         c = _int("dim[0]", dim[0], 1)
+        ds = [image_size // r for r in res if r <= image_size]       # (torchcfm's 0 for r > image_size never matches)
         return cls(in_channels=c, model_channels=num_channels, out_channels=2 * c if learn_sigma else c,
-                   num_res_blocks=num_res_blocks, attention_resolutions=[image_size // r for r in res if r > 0],
+                   num_res_blocks=num_res_blocks, attention_resolutions=ds,
                    dropout=dropout, channel_mult=list(channel_mult), conv_resample=True,
                    num_classes=num_classes if class_cond else None, use_checkpoint=use_checkpoint,
                    num_heads=num_heads, num_head_channels=num_head_channels, num_heads_upsample=num_heads_upsample,
