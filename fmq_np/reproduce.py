@@ -77,7 +77,8 @@ def run(out_dir, datasets=DATASETS, bits=BITS, methods=METHODS, scale="default",
     ``models_dir``: folder of the float models and feature nets (default: the shipped ``data/models``).
 
     A dataset that ``out_dir/results.json`` already holds complete, from a run with the same settings and the same
-    model file (SHA-256), is reused, not measured again: a sweep can be run a few datasets at a time.
+    model (SHA-256 of its config and weights), is reused, not measured again: a sweep can be run a few datasets at
+    a time.
     """
     from .reproduce_report import finish
     datasets, bits, methods = check_args(datasets, bits, methods, scale, seed)
@@ -129,17 +130,21 @@ def _finished_datasets(out_dir, results, models_dir):
     for name, entry in (old.get("datasets") or {}).items():
         complete = isinstance(entry, dict) and "seconds" in entry and \
             len(entry.get("runs", ())) == len(results["bits"]) * len(results["methods"])
-        if complete and entry.get("model_sha256") == _sha256(_model_file(name, models_dir)):
+        if complete and entry.get("model_sha256") == model_digest(load_shipped_model(name, models_dir)[0]):
             done[name] = entry
     return done
 
 
-def _sha256(path):
+def model_digest(model):
+    """SHA-256 over a model's class, config and every parameter's name, dtype, shape and bytes (a file re-written
+    in another HDF5 layout keeps its digest)."""
     import hashlib
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
+    import json
+    h = hashlib.sha256(f"{type(model).__name__}|{json.dumps(model.config(), sort_keys=True)}".encode())
+    for name, a in model.parameters().items():
+        a = np.ascontiguousarray(a)
+        h.update(f"|{name}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
     return h.hexdigest()
 
 
@@ -186,7 +191,7 @@ def _run_dataset(out_dir, name, bits, methods, cfg, seed, progress, results, mod
         cfg = dict(cfg, **cfg["standins"])
     model, meta, model_file = load_shipped_model(name, models_dir)
     ev = Evaluator(name, model, cfg, seed, progress, models_dir)
-    entry = dict(paper_dataset=PAPER_NAMES[name][0], model_file=model_file, model_sha256=_sha256(model_file),
+    entry = dict(paper_dataset=PAPER_NAMES[name][0], model_file=model_file, model_sha256=model_digest(model),
                  recipe=meta.get("recipe"),
                  trained_steps=meta.get("trained_steps"), train_seconds=meta.get("seconds"),
                  parameters=int(sum(p.size for p in model.parameters().values())), model_config=model.config(),
