@@ -297,3 +297,16 @@ def test_fit_trains_and_sample_runs_an_adm_unet():
     assert x1.shape == (3, 1, 4, 4) and np.isfinite(x1).all()
     with pytest.raises(InputError, match="image_size"):
         fq.flow.sample(_tiny(), n=2, solver="euler", steps=1)
+
+
+def test_weight_inputs_hook_covers_the_attention_projections():
+    m = _random_weights(_tiny(), seed=5).astype(np.float32)
+    x = np.random.default_rng(12).standard_normal((2, 1, 4, 4)).astype(np.float32)
+    m.forward(x, np.array([0.3, 0.6], np.float32))
+    hooks = dict(m.weight_inputs())
+    assert set(hooks) == {k for k, v in m.parameters().items() if k.endswith(".weight") and v.ndim > 1}
+    qkv = m.middle_block[1].qkv
+    (rows,) = list(hooks["middle_block.1.qkv.weight"]())
+    w, b = qkv.parameters()["weight"], qkv.parameters()["bias"]
+    np.testing.assert_allclose(rows @ w[:, :, 0].T + b, qkv._buffer("z", (w.shape[0], rows.shape[0]), True).T,
+                               rtol=1e-5, atol=1e-5)

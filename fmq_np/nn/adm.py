@@ -183,6 +183,13 @@ class Conv1x1(Module):
             self._x = x
         return z
 
+    def _input_blocks(self):
+        """The calibration hook of :meth:`Module.weight_inputs`: the cached input as rows (M, in_channels)."""
+        if self._x is None:
+            return None
+        x = self._x
+        return lambda: iter((x.T,))
+
     def backward(self, dz):
         x, w = self._x, self._params["weight"]
         np.sum(dz, axis=1, out=self._grads["bias"])
