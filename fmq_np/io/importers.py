@@ -43,7 +43,7 @@ _NUMERIC_KINDS = "biuf"
 def read_arrays(path, key=None):
     """``dict[str, ndarray]`` of the named arrays in ``path``; runs no code from the file.
 
-    ``path``: .npz, .safetensors, .h5/.hdf5, or a torch zip checkpoint .pth/.pt/.ckpt/.bin (see the module doc).
+    ``path``: .npz, .safetensors (or a sharded checkpoint's ``*.safetensors.index.json``), .h5/.hdf5, or a torch zip checkpoint .pth/.pt/.ckpt/.bin (see the module doc).
     ``key``: optional part of the file to read. For a torch checkpoint, the entry of the top-level dict to read
     (``"model"`` for flow_matching's ``{"model", "optimizer", "args", ...}``, ``"state_dict"`` for Lightning; a
     dotted path descends further); without it every tensor comes back, nesting flattened into dotted names
@@ -57,6 +57,9 @@ def read_arrays(path, key=None):
     from .torch_pth import TORCH_EXTENSIONS, read_pth
     path = os.fspath(path)
     ext = os.path.splitext(path)[1].lower()
+    if path.lower().endswith(ST_INDEX_SUFFIX):
+        out = _read_st_sharded(path)
+        return out if key is None else _pick(out, key, path, ".")
     if ext not in (".npz", ".safetensors", ".h5", ".hdf5") + TORCH_EXTENSIONS:
         raise InputError(f"{path}: unknown file type {ext!r}; expected .npz, .safetensors, .h5, .hdf5 or a torch "
                          f"checkpoint ({', '.join(TORCH_EXTENSIONS)})")
@@ -119,6 +122,22 @@ def write_safetensors(path, arrays, metadata=None):
 
 
 def _read_safetensors(path):
+    data_start, entries, _ = read_st_header(path)
+    out = {}
+    with open(path, "rb") as fh:
+        for name, (dtype, shape, begin, end) in entries.items():
+            fh.seek(data_start + begin)
+            data = fh.read(end - begin)
+            if len(data) != end - begin:
+                raise FormatError(f"{path}: tensor {name!r} is truncated")
+            out[name] = st_to_numpy(np.frombuffer(data, dtype=_ST_DTYPES[dtype]).reshape(shape), dtype)
+    return out
+
+
+def read_st_header(path):
+    """The validated header of a .safetensors file: ``(data_start, {name: (dtype, shape, begin, end)},
+    metadata)``; tensor ``name``'s bytes are ``[data_start + begin, data_start + end)`` of the file, in the
+    header's order (``dtype`` a safetensors name such as ``"F16"``). FormatError on anything malformed."""
     size = os.path.getsize(path)
     with open(path, "rb") as fh:
         head = fh.read(8)
@@ -133,15 +152,71 @@ def _read_safetensors(path):
             raise FormatError(f"{path}: safetensors header gives {exc.args[0]!r} twice") from None
         except (UnicodeDecodeError, ValueError, RecursionError) as exc:
             raise FormatError(f"{path}: safetensors header is not valid JSON ({exc})") from None
-        entries = _check_st_header(header, size - 8 - n, path)
-        out = {}
-        for name, (dtype, shape, begin, end) in entries.items():
-            fh.seek(8 + n + begin)
-            data = fh.read(end - begin)
-            if len(data) != end - begin:
-                raise FormatError(f"{path}: tensor {name!r} is truncated")
-            a = np.frombuffer(data, dtype=_ST_DTYPES[dtype]).reshape(shape)
-            out[name] = _bf16_to_f32(a) if dtype == "BF16" else a.astype(a.dtype.newbyteorder("="))
+    entries = _check_st_header(header, size - 8 - n, path)
+    return 8 + n, entries, dict(header.get("__metadata__", {}))
+
+
+def st_to_numpy(a, dtype):
+    """Stored safetensors values ``a`` (read with ``_ST_DTYPES[dtype]``) as returned by read_arrays: BF16 widened to
+    float32 (exact), other dtypes in native byte order."""
+    return _bf16_to_f32(a) if dtype == "BF16" else a.astype(a.dtype.newbyteorder("="), copy=False)
+
+
+#: the file-name ending of a sharded checkpoint's index (Hugging Face layout)
+ST_INDEX_SUFFIX = ".safetensors.index.json"
+
+
+def read_st_index(path):
+    """The shards of a sharded safetensors checkpoint, from its index ``path`` (``*.safetensors.index.json``:
+    ``{"metadata": {...}, "weight_map": {tensor: shard file name}}``) → ``{shard path: [tensor, ...]}`` in the order
+    the shards are first named. Each shard's header must hold exactly the tensors the index gives it, a tensor may
+    live in one shard only, and ``metadata.total_size`` (when given) must equal the tensors' bytes. FormatError
+    naming the file (and tensor or shard) otherwise."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FormatError(f"{path}: no such file")
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(_ST_MAX_HEADER + 1)
+        index = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_keys)
+    except _DuplicateKey as exc:
+        raise FormatError(f"{path}: index gives {exc.args[0]!r} twice") from None
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise FormatError(f"{path}: not a valid safetensors index ({_first_line(exc)})") from None
+    wmap = index.get("weight_map") if isinstance(index, dict) else None
+    if not isinstance(wmap, dict) or not wmap or not all(isinstance(v, str) for v in wmap.values()):
+        raise FormatError(f"{path}: safetensors index needs a non-empty \"weight_map\" of tensor -> shard file")
+    folder = os.path.dirname(os.path.abspath(path))
+    shards = {}
+    for name, shard in wmap.items():
+        if os.path.basename(shard) != shard or not shard.endswith(".safetensors"):
+            raise FormatError(f"{path}: tensor {name!r}: shard {shard!r} must be a .safetensors file name in the "
+                              f"index's folder")
+        shards.setdefault(os.path.join(folder, shard), []).append(name)
+    total = 0
+    for shard, names in shards.items():
+        if not os.path.isfile(shard):
+            raise FormatError(f"{path}: shard {os.path.basename(shard)} (tensor {names[0]!r}) is missing")
+        _, entries, _ = read_st_header(shard)
+        for name in entries:
+            if wmap.get(name) != os.path.basename(shard):
+                where = f"the index puts it in {wmap[name]}" if name in wmap else "the index does not list it"
+                raise FormatError(f"{shard}: tensor {name!r} disagrees with {os.path.basename(path)} ({where})")
+        for name in names:
+            if name not in entries:
+                raise FormatError(f"{shard}: tensor {name!r} of {os.path.basename(path)} is not in this shard")
+        total += sum(end - begin for _, _, begin, end in entries.values())
+        shards[shard] = list(entries)                  # the shard's own order
+    declared = (index.get("metadata") or {}).get("total_size") if isinstance(index.get("metadata"), dict) else None
+    if isinstance(declared, int) and not isinstance(declared, bool) and declared != total:
+        raise FormatError(f"{path}: metadata.total_size {declared} but the shards hold {total} tensor bytes")
+    return shards
+
+
+def _read_st_sharded(path):
+    out = {}
+    for shard in read_st_index(path):
+        out.update(_read_safetensors(shard))
     return out
 
 
@@ -194,6 +269,10 @@ def _check_st_header(header, data_len, path):
         if begin != cursor:
             raise FormatError(f"{path}: tensor {name!r}: data_offsets leave a gap or overlap at byte {cursor}")
         cursor = end
+    if cursor > data_len:
+        cut = min((e for e in entries.items() if e[1][3] > data_len), key=lambda kv: kv[1][2])[0]
+        raise FormatError(f"{path}: tensor {cut!r} is truncated (tensors cover {cursor} data bytes, the file holds "
+                          f"{data_len})")
     if cursor != data_len:
         raise FormatError(f"{path}: tensors cover {cursor} data bytes but the file holds {data_len} (truncated?)")
     return entries
@@ -208,9 +287,22 @@ def _bf16_to_f32(a):
     return (a.astype(np.uint32) << 16).view(np.float32)
 
 
+def f32_to_bf16(a):
+    """float32 → bfloat16 bits (uint16), rounded to nearest even (as torch does); exact on values that came from
+    bfloat16. Finite values only (NaN/Inf are not rounded specially)."""
+    u = np.ascontiguousarray(a, np.float32).view(np.uint32)
+    return ((u + (0x7FFF + ((u >> 16) & 1))) >> 16).astype(np.uint16)
+
+
 # ---------------------------------------------------------------------------------------------------------- npz
 def _read_npz(path):
-    out = {}
+    return dict(iter_npz(path))
+
+
+def iter_npz(path):
+    """``(name, array)`` of every numeric .npy member of ``path``, one member read at a time (validated as
+    :func:`read_arrays` does; FormatError naming the file and array)."""
+    seen = set()
     try:
         with zipfile.ZipFile(path) as z:
             declared = _zip_entries_declared(path)
@@ -221,20 +313,21 @@ def _read_npz(path):
                 if not info.filename.endswith(".npy"):
                     raise FormatError(f"{path}: member {info.filename!r} is not a .npy array")
                 name = info.filename[:-4]
-                if name in out:
+                if name in seen:
                     raise FormatError(f"{path}: array {name!r} appears twice")
+                seen.add(name)
                 with z.open(info) as member:
                     a = _read_npy_member(member, info.file_size, f"{path}: array {name!r}")
                     if member.read(1):           # also makes zipfile verify the member's CRC-32
                         raise FormatError(f"{path}: array {name!r} has trailing bytes")
                 if a.dtype.kind in _NUMERIC_KINDS:
-                    out[name] = a
+                    yield name, a
+                del a
     except FormatError:
         raise
     except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, KeyError, NotImplementedError,
             RuntimeError) as exc:         # RuntimeError: a flipped "encrypted" flag
         raise FormatError(f"{path}: not a readable .npz file ({_first_line(exc)})") from None
-    return out
 
 
 def _zip_entries_declared(path):
@@ -277,28 +370,36 @@ def _read_npy_member(member, file_size, label):
 
 # ---------------------------------------------------------------------------------------------------------- HDF5
 def _read_h5(path):
+    if is_quantized_h5(path):
+        from .quantized import load_quantized
+        return load_quantized(path).dequantize()
+    return dict(iter_h5(path))
+
+
+def is_quantized_h5(path):
+    """True when ``path`` is an fmq_np quantized file (``format == "fmq_np.quantized"``)."""
+    with open_h5(path) as f:
+        fmt = f.attrs.get("format")
+        return isinstance(fmt, (bytes, str)) and _text(fmt) == "fmq_np.quantized"
+
+
+def iter_h5(path):
+    """``(path in the file, array)`` of every float dataset of an HDF5 file, one dataset read at a time."""
     with open_h5(path) as f:
         try:
-            fmt = f.attrs.get("format")
-            quantized = isinstance(fmt, (bytes, str)) and _text(fmt) == "fmq_np.quantized"
             names = []
-            if not quantized:
-                f.visititems(lambda name, obj: names.append(name) if _is_float_dataset(obj) else None)
-            out = {}
+            f.visititems(lambda name, obj: names.append(name) if _is_float_dataset(obj) else None)
             for name in names:
                 ds = f[name]
                 if ds.size > MAX_ELEMENTS:
                     raise FormatError(f"{path}: dataset {name!r} has an absurd size {ds.shape}")
                 a = ds[()]
-                out[name] = np.asarray(a, dtype=a.dtype.newbyteorder("="))
+                yield name, np.asarray(a, dtype=a.dtype.newbyteorder("="))
+                del a
         except FormatError:
             raise
         except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
             raise FormatError(f"{path}: unreadable HDF5 content ({_first_line(exc)})") from None
-    if quantized:
-        from .quantized import load_quantized
-        return load_quantized(path).dequantize()
-    return out
 
 
 def _text(value):

@@ -16,6 +16,9 @@ Every dataset is gzip-compressed with fletcher32 checksums; strings are fixed-le
 the HDF5 1.10 object format, whose metadata carries checksums too, so a flipped byte is detected rather than read as
 other content. An affine codebook (uniform) is stored as scale + offset only when that rebuilds it bit for bit.
 
+A file written tensor by tensor (:func:`fmq_np.quant.quantize_file`) carries a root attribute ``complete``, false
+until its last tensor is written; loading refuses it while false.
+
 Loading checks everything (format, version, every attribute's type and range, shapes against byte counts, codebook
 shape/dtype/finiteness/order, sizes before allocation) and raises FormatError naming the file and tensor; the
 loaded model dequantizes bit for bit to the saved one.
@@ -42,30 +45,53 @@ _MAX_RATIO = 1100
 
 def save_quantized(path, qm):
     """Write a QuantizedModel (``.tensors``: name → QuantizedTensor | ndarray, ``.meta``: JSON-able) atomically."""
-    from .. import __version__
-    from ..quant.tensor import QuantizedTensor
     meta_json = _dumps(qm.meta, "QuantizedModel.meta")
     with atomic_h5(path, libver=_LIBVER) as f:
-        _set_str(f, "format", FORMAT)
-        f.attrs["format_version"] = VERSION
-        _set_str(f, "fmq_np_version", __version__)
-        f.attrs["n_tensors"] = len(qm.tensors)
-        _set_str(f, "meta", meta_json)
-        group = f.create_group("tensors")
+        group = write_root(f, len(qm.tensors), meta_json)
         for i, (name, t) in enumerate(qm.tensors.items()):
-            if not isinstance(name, str):
-                raise InputError(f"tensor names must be str, got {name!r}")
-            key = f"{i:06d}"
-            if isinstance(t, QuantizedTensor):
-                _write_quantized(_create_group(group, key), name, t)
-            elif isinstance(t, np.ndarray) and t.dtype.kind in _ARRAY_KINDS:
-                ds = _dataset(group, key, t.reshape(-1))
-                _set_str(ds, "name", name)
-                _set_str(ds, "kind", "array")
-                _set_str(ds, "shape", json.dumps(list(t.shape)))
-            else:
-                raise InputError(f"tensor {name!r}: expected a QuantizedTensor or a numeric ndarray, "
-                                 f"got {type(t).__name__}")
+            write_entry(group, i, name, t)
+
+
+def write_root(f, n_tensors, meta_json):
+    """The root attributes and the empty ``tensors`` group of a new quantized file ``f`` (an open ``h5py.File``)."""
+    from .. import __version__
+    _set_str(f, "format", FORMAT)
+    f.attrs["format_version"] = VERSION
+    _set_str(f, "fmq_np_version", __version__)
+    f.attrs["n_tensors"] = n_tensors
+    _set_str(f, "meta", meta_json)
+    return f.create_group("tensors")
+
+
+def write_entry(group, i, name, t):
+    """Store tensor number ``i`` (a QuantizedTensor, or a numeric ndarray kept as it is) in the ``tensors`` group."""
+    from ..quant.tensor import QuantizedTensor
+    if not isinstance(name, str):
+        raise InputError(f"tensor names must be str, got {name!r}")
+    key = f"{i:06d}"
+    if isinstance(t, QuantizedTensor):
+        _write_quantized(_create_group(group, key), name, t)
+    elif isinstance(t, np.ndarray) and t.dtype.kind in _ARRAY_KINDS:
+        ds = _dataset(group, key, t.reshape(-1))
+        _set_str(ds, "name", name)
+        _set_str(ds, "kind", "array")
+        _set_str(ds, "shape", json.dumps(list(t.shape)))
+    else:
+        raise InputError(f"tensor {name!r}: expected a QuantizedTensor or a numeric ndarray, "
+                         f"got {type(t).__name__}")
+
+
+def check_complete(f, path):
+    """FormatError when ``f`` is the partial output of an interrupted :func:`fmq_np.quant.quantize_file` (its
+    root attribute ``complete`` is false; files without the attribute were written whole)."""
+    if "complete" in f.attrs and not bool(f.attrs["complete"]):
+        raise FormatError(f"{path}: incomplete quantized model (an interrupted quantize_file); finish it with "
+                          f"quantize_file(..., resume=True) or `fmq-np quantize ... --resume`")
+
+
+def read_entry(obj, path):
+    """``(name, QuantizedTensor | ndarray)`` of one stored entry, validated (FormatError naming file and tensor)."""
+    return _read_entry(obj, path)
 
 
 def load_quantized(path):
@@ -74,6 +100,7 @@ def load_quantized(path):
     with open_h5(path) as f:
         try:
             check_format(f, path, FORMAT, VERSION, "quantized model")
+            check_complete(f, path)
             meta = _loads(read_attr(f, "meta", str, path), path, "meta")
             n = read_attr(f, "n_tensors", int, path)
             group = f.get("tensors")

@@ -111,6 +111,12 @@ def read_pth(path, key=None):
     "args", ...}``, ``"state_dict"`` for Lightning); a dotted path descends further. Names are then relative to it.
     Raises FormatError for anything malformed or not a tensor checkpoint, InputError when ``key`` is not there.
     """
+    return dict(iter_pth(path, key))
+
+
+def iter_pth(path, key=None):
+    """:func:`read_pth` one tensor at a time: ``(name, array)`` in the same order, each storage read when its first
+    tensor is made and released after its last (peak memory: the pickle plus the storages in use, not the file)."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FormatError(f"{path}: no such file")
@@ -120,7 +126,9 @@ def read_pth(path, key=None):
             archive = _Archive(z, path)
             root = archive.unpickle()
             node, name = _select(root, key, path)
-            return _Flattener(archive, path).run(node, name)
+            flat = _Flattener(archive, path)
+            flat.streaming = True
+            yield from flat.iterate(node, name)
     except FmqError:
         raise
     except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, KeyError, IndexError, TypeError,
@@ -476,6 +484,7 @@ class _Flattener:
     def __init__(self, archive, path):
         self.archive, self.path = archive, path
         self.out = {}
+        self.streaming = False                 # True: iterate() keeps no tensor after yielding it
         self.budget = VIEW_BUDGET_FACTOR * archive.data_bytes + MIN_BUDGET
         self.visits = 0
         # a container or tensor costs the pickle at least one byte, unless memo references repeat it
@@ -483,6 +492,13 @@ class _Flattener:
         self.modules = []
 
     def run(self, node, name):
+        for _ in self.iterate(node, name):
+            pass
+        return self.out
+
+    def iterate(self, node, name):
+        """Yield ``(name, array)`` of each tensor under ``node`` as it is made (also kept in ``self.out`` unless
+        the consumer drops it: the names are kept for the duplicate check)."""
         if isinstance(node, _Opaque):
             raise self._not_state_dict(node)
         # names are relative to the selected node; a lone tensor is named by its key (or "tensor")
@@ -493,13 +509,17 @@ class _Flattener:
             storage = ref.args[0] if ref.args else None
             if isinstance(storage, _Storage):
                 self.archive.uses[storage.key] += 1
+        seen = set()
         for full, ref in refs:
-            if full in self.out:
+            if full in seen:
                 raise FormatError(f"{self.path}: name {full!r} appears twice in the checkpoint")
+            seen.add(full)
             self.out[full] = self._materialize(ref, full)
-        if not self.out and self.modules:
+            yield full, self.out[full]
+            if self.streaming:
+                del self.out[full]
+        if not seen and self.modules:
             raise self._not_state_dict(self.modules[0])
-        return self.out
 
     def _not_state_dict(self, obj):
         if obj.is_module():

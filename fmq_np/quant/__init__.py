@@ -3,13 +3,16 @@
     qt = fmq_np.quant.quantize(w, bits=3, method="ot", granularity="channel")
     w_hat = qt.dequantize()
     qm = fmq_np.quant.quantize_model(named_arrays, bits=3, method="ot")
+    report = fmq_np.quant.quantize_file("model.safetensors.index.json", "q.h5", bits=3)   # streaming, resumable
     cal = fmq_np.quant.calibrate(model, data, seed=0)      # statistics along the flow (fmq_np.quant.calibrate)
     qm = fmq_np.quant.quantize_model(model.parameters(), bits=2, method="ot-opt", calibration=cal)
 """
 from fmq_np.quant.calibrate import Calibration, calibrate, load_calibration
 from fmq_np.quant.model import QuantizedModel, quantize_model
 from fmq_np.quant.schemes import METHODS, quantize
+from fmq_np.quant.stream import quantize_file
 from fmq_np.quant.tensor import QuantizedTensor
 
 __all__ = ["quantize", "quantize_model", "QuantizedTensor", "QuantizedModel", "METHODS", "calibrate", "Calibration",
            "load_calibration"]
+__all__ += ["quantize_file"]
