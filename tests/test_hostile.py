@@ -32,11 +32,12 @@ def _one_line_error(capsys, *needles):
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    """A tiny trained MLP, a second one of the same architecture (other seed) and the first one quantized."""
+    """A tiny trained MLP, a second one of the same architecture and config (one step more) and the first one
+    quantized."""
     d = tmp_path_factory.mktemp("hostile")
     paths = {"m": str(d / "m.h5"), "other": str(d / "other.h5"), "q": str(d / "q.h5")}
     assert main(["train", "--dataset", "moons", "--steps", "3", *TINY, "--out", paths["m"]]) == 0
-    assert main(["train", "--dataset", "moons", "--steps", "3", *TINY, "--seed", "1", "--out", paths["other"]]) == 0
+    assert main(["train", "--dataset", "moons", "--steps", "4", *TINY, "--out", paths["other"]]) == 0
     assert main(["quantize", paths["m"], "--bits", "3", "--out", paths["q"]]) == 0
     return paths
 

@@ -112,8 +112,9 @@ def report_row(name, t, original, skipped=None):
 def default_policy(paper_compat):
     """``bits`` for every tensor, except 1-D ones (biases, norm scales) kept in float unless ``paper_compat``.
 
-    (``quantize_model`` with this policy also keeps in float, unless ``paper_compat``, a tensor whose quantized form
-    would take as many bytes as its float values or more: tiny tensors, whose codebooks outweigh them.)"""
+    (``quantize_model`` with this policy also keeps in float, unless ``paper_compat``, a tiny tensor: one whose
+    groups hold no more values than there are levels, that the quantizer reproduces exactly (``ot``, ``ot-opt``),
+    and whose codebooks would take as many bytes as its values. The dequantized model is the same either way.)"""
     def policy(name, array, bits):
         return bits if paper_compat or array.ndim > 1 else None
     return policy
@@ -175,9 +176,11 @@ def quantize_model(named_arrays, bits=3, method="ot", granularity="channel", gro
             continue
         qt = quantize_checked(array, b, method, granularity, group_size, paper_compat, weights.get(name), device,
                               name)
-        if policy is None and not paper_compat and qt.nbytes >= array.nbytes:
-            tensors[name], skipped[name] = array, (f"kept in float: quantized it takes {qt.nbytes} bytes, "
-                                                   f"its values {array.nbytes}")
+        if (policy is None and not paper_compat and qt.codes.shape[1] <= qt.n_levels and qt.nbytes >= array.nbytes
+                and np.array_equal(qt.dequantize(), array)):
+            tensors[name], skipped[name] = array, (f"kept in float: {qt.codes.shape[1]} values per group for "
+                                                   f"{qt.n_levels} levels are reproduced exactly, in {qt.nbytes} "
+                                                   f"bytes quantized vs {array.nbytes}")
             continue
         tensors[name] = qt
     meta = dict(bits=bits, method=method, granularity=granularity, group_size=group_size or None,
