@@ -266,10 +266,10 @@ def _evaluate(args):
     _check_distinct([("--json", args.json)], [("the model", args.model), ("the quantized model", args.quantized)])
     model, meta = io.load_model(args.model)
     qmodel, kind = io.load_velocity_model(args.quantized)
-    if kind != "float":
-        _check_source(args.model, model.parameters(), args.quantized, read_meta(args.quantized), "evaluate")
     if type(qmodel) is not type(model) or qmodel.config() != model.config():
         raise FmqError(f"{args.quantized} is not a quantized version of {args.model} (other model class or config)")
+    if kind != "float":
+        _check_source(args.model, model.parameters(), args.quantized, read_meta(args.quantized), "evaluate")
     name = args.dataset or meta.get("dataset")
     if not name:
         raise FmqError(f"{args.model} does not record its dataset; pass --dataset")
