@@ -401,7 +401,7 @@ def test_empty_inputs_are_an_error(make, tmp_path, capsys):
         with h5py.File(src, "w") as f:
             f["n"] = np.arange(3)
     assert main(["quantize", src, "--out", str(tmp_path / "q.h5")]) == 1
-    _one_line_error(capsys, "no float tensors")
+    _one_line_error(capsys, "tensors to quantize")
 
 
 def test_requantizing_a_quantized_file_is_an_error(files, capsys, tmp_path):
