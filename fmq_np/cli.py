@@ -388,6 +388,11 @@ def _quantize(args):
     _check_distinct([("--out", args.out)], [("the input", args.input)])
     if _is_quantized(args.input):
         raise FmqError(f"{args.input} is already quantized; quantize the float model or weight file it came from")
+    if not args.calibrate and not _is_fmq_model(args.input):
+        return _quantize_stream(args)           # weight files: tensor by tensor (fmq_np.quant.stream)
+    if args.resume:
+        raise FmqError("--resume continues a streamed weight file (.safetensors, index.json, .npz, .pth, plain "
+                       ".h5), not an fmq_np model or --calibrate")
     arrays, origin = _read_named_arrays(args.input)
     not_read = _h5_datasets_not_read(args.input, arrays) if not origin else []
     if not any(np.asarray(a).dtype.kind == "f" for a in arrays.values()):
@@ -417,6 +422,32 @@ def _quantize(args):
           f"({before / max(after, 1):.2f}x, codes and codebooks only)")
     print(f"on disk: {args.input} {size_in} bytes -> {args.out} {size_out} bytes "
           f"({_ratio_text(size_in, size_out)}, file overhead included)")
+
+
+def _quantize_stream(args):
+    """``fmq-np quantize`` of a weight file through :func:`fmq_np.quant.quantize_file` (bounded memory, --resume)."""
+    from . import quant
+    names = []
+    rep = quant.quantize_file(args.input, args.out, bits=args.bits, method=args.method,
+                              granularity=args.granularity, group_size=args.group_size,
+                              paper_compat=args.paper_compat, resume=args.resume,
+                              progress=lambda done, total, name, nbytes: names.append(name),
+                              meta={"source": os.path.basename(args.input)})
+    print(_report_table(rep["rows"]))
+    not_read = _h5_datasets_not_read(args.input, set(names))
+    for name, why in not_read:
+        print(f"skipped, not written: {name} ({why})")
+    rows = rep["rows"]
+    before, after = sum(r["bytes_before"] for r in rows), sum(r["bytes_after"] for r in rows)
+    print(f"{rep['tensors']} tensors ({rep['quantized']} quantized, {len(rows) - rep['quantized']} kept as they are"
+          + (f", {rep['resumed']} resumed from the partial output" if rep["resumed"] else "")
+          + (f", {len(not_read)} datasets skipped" if not_read else "")
+          + f"); weights {before} -> {after} bytes ({before / max(after, 1):.2f}x, codes and codebooks only)"
+          + (f" at {rep['mb_per_s']:.1f} MB/s" if rep["seconds"] > 0 else ""))
+    more_in, more_out = len(rep["files_in"]) - 1, len(rep["files_out"]) - 1
+    print(f"on disk: {args.input}" + (f" (+{more_in} shards)" if more_in else "") + f" {rep['bytes_in']} bytes -> "
+          f"{args.out}" + (f" (+{more_out} shards)" if more_out else "") + f" {rep['bytes_out']} bytes "
+          f"({_ratio_text(rep['bytes_in'], rep['bytes_out'])}, file overhead included)")
 
 
 def _ratio_text(size_in, size_out):
@@ -512,7 +543,8 @@ def build_parser():
     p = sub.add_parser("quantize", help="quantize the weights of a model or of any weight file",
                        description="Quantize every float tensor of an fmq_np model (.h5), a .npz, a .safetensors "
                                    "or another tool's HDF5 file, print the per-tensor report, write a packed HDF5.")
-    p.add_argument("input", help="fmq_np model .h5, .npz, .safetensors, or .h5/.hdf5 of float datasets")
+    p.add_argument("input", help="fmq_np model .h5, .npz, .safetensors, a sharded *.safetensors.index.json, a torch "
+                                 ".pth, or .h5/.hdf5 of float datasets (weight files are read tensor by tensor)")
     p.add_argument("--bits", type=lambda s: int(s) if s.strip().lstrip("+-").isdigit() else float(s), default=4,
                    help="bits per weight, 1-8 (default 4); with --calibrate a fractional average (e.g. 2.5) mixes "
                         "the widths 2-4 by measured sensitivity")
@@ -527,7 +559,11 @@ def build_parser():
     p.add_argument("--group-size", type=int, default=None, help="values per group for --granularity group")
     p.add_argument("--paper-compat", action="store_true",
                    help="reproduce the published code exactly (which tensors are skipped, 1-D tensors whole)")
-    p.add_argument("--out", required=True, help="output quantized model (.h5)")
+    p.add_argument("--out", required=True,
+                   help="output: packed quantized model (.h5), or dequantized weights under the input's names and "
+                        "dtypes (.safetensors; sharded like a sharded input, with its .safetensors.index.json)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the partial output (OUT.partial) of an interrupted run with the same settings")
     p.set_defaults(run=_quantize)
 
     p = sub.add_parser("evaluate", help="measure a quantized model against its float model on real data",

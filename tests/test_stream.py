@@ -321,3 +321,11 @@ def test_read_arrays_reads_a_sharded_index_in_shard_order(tmp_path):
     assert list(got) == ["head.w", "enc.w", "enc.b", "dec.w", "dec.b", "steps"]
     assert all(got[n].dtype == a.dtype and np.array_equal(got[n], a) for n, a in arrays.items())
     assert list(fq.io.read_arrays(index, key="dec")) == ["w", "b"]
+
+
+@pytest.mark.parametrize("out", ["q.h5", "q.safetensors"])
+def test_no_float_tensor_is_an_error_and_leaves_nothing(tmp_path, out):
+    np.savez(tmp_path / "ints.npz", a=np.arange(6), b=np.ones(3, np.int32))
+    with pytest.raises(FormatError, match="no float tensors to quantize .found only 2 non-float arrays"):
+        fq.quant.quantize_file(tmp_path / "ints.npz", tmp_path / out, progress=False)
+    assert sorted(os.listdir(tmp_path)) == ["ints.npz"]

@@ -85,13 +85,14 @@ def quantize_file(src, dst, bits=3, method="ot", granularity="channel", group_si
                          f"(dequantized)")
     total = source.count
     bar, callback = _progress(progress, total)
-    start, bytes_read, rows, n_quantized, model_meta = time.perf_counter(), 0, [], 0, None
+    start, bytes_read, rows, n_quantized, model_meta, n_float = time.perf_counter(), 0, [], 0, None, 0
     name = None
 
     def tensors():
         """Each (name, array) of the input, in order, quantized and written as it goes by."""
-        nonlocal bytes_read, n_quantized, model_meta, name
+        nonlocal bytes_read, n_quantized, model_meta, name, n_float
         for i, (name, array, nbytes) in enumerate(source):
+            n_float += array.dtype.kind == "f"
             if i < out.n_done:
                 out.check_done(i, name, array)
             else:
@@ -121,9 +122,9 @@ def quantize_file(src, dst, bits=3, method="ot", granularity="channel", group_si
                 digest = None
                 for _ in tensors():
                     pass
-            n = out.count_seen
-            if n == 0:
-                raise FormatError(f"{src}: holds no tensors to quantize")
+            if n_float == 0:
+                raise _Empty(f"{src}: no float tensors to quantize" + (
+                    f" (found only {out.count_seen} non-float arrays)" if out.count_seen else " (the file holds none)"))
             if model_meta is None:                     # every tensor was resumed: the settings give the meta
                 model_meta = _meta_of(settings)
             model_meta = dict(model_meta, source_digest=digest) if digest else dict(model_meta)
@@ -134,6 +135,9 @@ def quantize_file(src, dst, bits=3, method="ot", granularity="channel", group_si
                 raise _WriteError(exc) from None
     except BaseException as exc:
         out.abort()
+        if isinstance(exc, _Empty):               # nothing worth resuming
+            out.discard()
+            raise FormatError(str(exc)) from None
         if isinstance(exc, _WriteError):
             err = exc.args[0]
             where = f"tensor {name!r}" if name is not None else "the output"
@@ -171,6 +175,10 @@ class _Items:
 
     def items(self):
         return self._it
+
+
+class _Empty(Exception):
+    """The input holds no float tensor."""
 
 
 class _WriteError(Exception):
@@ -388,6 +396,10 @@ class _H5Out:
                 self.f.close()
             self.f = None
 
+    def discard(self):
+        with contextlib.suppress(OSError):
+            os.remove(self.partial_path)
+
     @property
     def files(self):
         return [self.dst]
@@ -406,7 +418,7 @@ class _StOut:
         stem = dst[:-len(ST_INDEX_SUFFIX)] if low.endswith(ST_INDEX_SUFFIX) else dst[:-len(_ST_EXT)]
         plan = source.plan()
         if not any(layout for *_, layout in plan):
-            raise FormatError(f"{source.src}: holds no tensors to quantize")
+            raise FormatError(f"{source.src}: no float tensors to quantize (the file holds none)")
         self.index = stem + ST_INDEX_SUFFIX if sharded else None
         n = len(plan)
         self.outs = []                         # [final path, partial path, header bytes, [(name, dtype, shape, end)]]
@@ -514,6 +526,11 @@ class _StOut:
             with contextlib.suppress(OSError):
                 self.fh.close()
             self.fh = None
+
+    def discard(self):
+        for _, partial, _, _ in self.outs:
+            with contextlib.suppress(OSError):
+                os.remove(partial)
 
     @property
     def files(self):
