@@ -40,6 +40,17 @@ by ``sens_method`` (per channel) and all others in float. Mixed precision adds t
 2.7 MB; the shipped U-Nets hold under 20 MB in all); Fisher is one float64 per parameter. Batches of ``batch_size``
 states go through the network; a convolution's im2col rows come a block of samples at a time, as in its forward.
 
+**What ``quantize_model(..., calibration=cal)`` turns on** (per channel, for every ≥ 2-D float tensor, 1-D ones
+kept in float as without calibration): (1) for ``ot-opt``, the exact W2-optimal codebook weighted per weight by the
+Fisher importance (the weighted DP, not Lloyd; other methods keep their own codebook); (2) error feedback
+(:func:`error_feedback`, GPTQ/OBQ) through the layer's input Hessian; (3) bias correction: the mean output shift
+(W − Ŵ)·mean(x) of each quantized layer folded into its float bias; (4) mixed widths among ``cal.widths`` only when
+``bits`` is fractional (:func:`allocate_widths`). (1)–(3) are on by default because each targets a different part
+of the same objective at no storage cost: (1) which values a row's few levels must hit, (2) how the rounding errors
+of a layer's inputs combine in its output (the quantity that reaches the velocity), (3) the part of that output
+error that is a constant shift. Error feedback and bias correction can be switched off (``error_feedback=False``,
+``bias_correction=False``); the shift ignores the change of a layer's inputs by the quantized layers before it.
+
 :class:`Calibration` saves to / loads from HDF5 (atomic write; a validated load raises FormatError) and records
 :func:`~fmq_np.quant.model.weights_digest` of the model's parameters: ``quantize_model`` refuses a calibration taken
 from other weights with a one-line InputError.
