@@ -4,13 +4,14 @@
 
 Writes a Hugging Face style checkpoint (``model.safetensors.index.json`` + shards; one tensor of ``--largest`` M
 values, (8192, largest/8) for 64 M, the rest 4096 x 4096 matrices and a few biases), then in fresh child processes
-(peak RSS = the child's ``ru_maxrss``):
+(each measured on its own):
 
 * ``import``: python -c "import fmq_np; numba kernels compiled/loaded" — the fixed overhead;
 * ``read``: every tensor read through np.memmap and summed (plain reading of the file, same page cache);
-* ``quantize_file``: the streaming quantizer into a packed .h5 (``--out-format safetensors``: dequantized shards).
+* ``quantize_file``: the streaming quantizer into a packed .h5 (``--out-format safetensors``: dequantized shards);
+  its MB/s, and MB per CPU second of the child (a figure that does not depend on how loaded the machine is).
 
-Prints a Markdown table and writes benchmarks/results/stream.json. The checkpoint and outputs are deleted at the end.
+Peak RSS is each child's own VmHWM. Prints a Markdown table and writes benchmarks/results/stream.json. The checkpoint and outputs are deleted at the end.
 """
 import argparse
 import json
@@ -22,12 +23,11 @@ import sys
 import tempfile
 import time
 
-import numpy as np
-
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def write_checkpoint(folder, total_mb, largest_m, shards, seed=0):
+    import numpy as np
     from fmq_np.io import write_safetensors
     rng = np.random.default_rng(seed)
     shapes = [(8192, largest_m * 1024 * 1024 // 8192)]
@@ -68,14 +68,23 @@ _CHILD = {
 }
 
 
+#: appended to every child: its own peak RSS (VmHWM starts afresh at exec, unlike ru_maxrss, which would count the
+#: parent's pages copied by fork)
+_PEAK = ("\nimport resource\ntry:\n    print(int(open('/proc/self/status').read().split('VmHWM:')[1].split()[0]) * 1024)\n"
+         "except (OSError, IndexError):\n    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)\n")
+
+
 def run_child(kind, *args):
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    """``(stdout lines but the last, wall seconds, peak RSS bytes, CPU seconds)`` of one child process."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", _CHILD[kind], *map(str, args)], check=True, capture_output=True,
-                         text=True)
+    out = subprocess.run([sys.executable, "-c", _CHILD[kind] + _PEAK, *map(str, args)], check=True,
+                         capture_output=True, text=True)
     wall = time.perf_counter() - t
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss       # KiB on Linux; max over children so far
-    return out.stdout.strip(), wall, peak * 1024, before * 1024
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    lines = out.stdout.strip().splitlines()
+    return " ".join(lines[:-1]), wall, int(lines[-1]), cpu
 
 
 def main(argv=None):
@@ -91,19 +100,23 @@ def main(argv=None):
     a = p.parse_args(argv)
     folder = tempfile.mkdtemp(prefix="bench_stream-", dir=a.dir)
     try:
-        index, size, n = write_checkpoint(folder, a.total_mb, a.largest, a.shards)
+        # written by a child process: the parent stays small (its RSS would be copied into every child by fork)
+        code = (f"import sys; sys.path.insert(0, {HERE!r}); import bench_stream as b; "
+                f"print(*b.write_checkpoint({folder!r}, {a.total_mb}, {a.largest}, {a.shards}))")
+        index, size, n = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                                        text=True).stdout.split()
+        size = int(size)
         largest = a.largest * 1024 * 1024
         out = os.path.join(folder, "q.h5" if a.out_format == "h5" else "q.safetensors")
-        # ru_maxrss of RUSAGE_CHILDREN is the max over all children: run them smallest first
         _, _, rss_import, _ = run_child("import")
         read_mbps, read_wall, rss_read, _ = run_child("read", index)
-        res, q_wall, rss_q, _ = run_child("quantize_file", index, out, a.bits, a.method)
+        res, q_wall, rss_q, q_cpu = run_child("quantize_file", index, out, a.bits, a.method)
         mbps, bytes_in, bytes_out, tensors, seconds = res.split()
         row = dict(total_bytes=size, tensors=int(tensors), shards=a.shards, largest_values=largest,
                    bits=a.bits, method=a.method, out_format=a.out_format,
-                   rss_import_mb=rss_import / 1e6, rss_read_mb=max(rss_read, rss_import) / 1e6,
-                   rss_quantize_mb=max(rss_q, rss_read, rss_import) / 1e6,
+                   rss_import_mb=rss_import / 1e6, rss_read_mb=rss_read / 1e6, rss_quantize_mb=rss_q / 1e6,
                    read_mb_per_s=float(read_mbps), quantize_mb_per_s=float(mbps), quantize_seconds=float(seconds),
+                   quantize_cpu_seconds=q_cpu, quantize_mb_per_cpu_s=int(bytes_in) / 1e6 / max(q_cpu, 1e-9),
                    bytes_in=int(bytes_in), bytes_out=int(bytes_out), cpus=os.cpu_count(),
                    loadavg=os.getloadavg()[0])
     finally:
@@ -117,7 +130,7 @@ def main(argv=None):
     print(f"| {size / 1e9:.2f} GB fp16, {row['tensors']} tensors, {a.shards} shards | {largest / 2**20:.0f} M values "
           f"({2 * largest / 1e6:.0f} MB) | {row['rss_import_mb']:.0f} / {row['rss_read_mb']:.0f} / "
           f"{row['rss_quantize_mb']:.0f} MB | {row['read_mb_per_s']:.0f} | {row['quantize_mb_per_s']:.1f} "
-          f"({a.method} {a.bits}-bit -> {a.out_format}) | {row['bytes_in'] / 1e6:.0f} MB -> "
+          f"({row['quantize_mb_per_cpu_s']:.1f} per CPU-s; {a.method} {a.bits}-bit -> {a.out_format}) | {row['bytes_in'] / 1e6:.0f} MB -> "
           f"{row['bytes_out'] / 1e6:.0f} MB |")
     return row
 

@@ -329,3 +329,31 @@ def test_no_float_tensor_is_an_error_and_leaves_nothing(tmp_path, out):
     with pytest.raises(FormatError, match="no float tensors to quantize .found only 2 non-float arrays"):
         fq.quant.quantize_file(tmp_path / "ints.npz", tmp_path / out, progress=False)
     assert sorted(os.listdir(tmp_path)) == ["ints.npz"]
+
+
+def test_cli_quantize_streams_a_sharded_checkpoint_and_resumes(tmp_path, monkeypatch, capsys):
+    from fmq_np.cli import main
+    src = _source(tmp_path, "sharded")
+    out = str(tmp_path / "q.h5")
+    with monkeypatch.context() as m:
+        m.setattr(stream._H5Out, "write", _raise_oserror_after(stream._H5Out.write, 4))
+        assert main(["quantize", src, "--bits", str(BITS), "--out", out]) == 1
+    assert "q.h5.partial: cannot write tensor 'steps' (Input/output error)" in capsys.readouterr().err
+    assert main(["quantize", src, "--bits", str(BITS), "--out", out, "--resume"]) == 0
+    text = capsys.readouterr().out
+    assert "4 resumed from the partial output" in text and f"-> {out} {os.path.getsize(out)} bytes" in text
+    ref = fq.quant.quantize_model(fq.io.read_arrays(src), bits=BITS)
+    got = fq.io.load(out)
+    _same_model(got, ref)
+    assert got.meta == dict(ref.meta, source=os.path.basename(src))
+
+
+def _raise_oserror_after(real, k):
+    calls = []
+
+    def write(*args):
+        if len(calls) == k:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        calls.append(1)
+        return real(*args)
+    return write

@@ -16,7 +16,9 @@ it): codes, codebooks and the tensors kept in float are the same bit for bit.
 by tensor into ``dst + ".partial"`` (root attribute ``complete`` false until the last tensor and the model's
 ``meta``, with the ``source_digest`` of the whole input, are in; then fsynced and renamed onto ``dst``);
 ``fmq_np.io.load`` refuses a partial file. ``dst`` ending in ``.safetensors``: the dequantized weights under the
-input's names, shapes and dtypes (bf16 rounded to nearest even), the header written first, each tensor's bytes
+input's names, shapes and dtypes (bf16 rounded to nearest even; for a non-safetensors input, the dtypes read_arrays
+gives: a torch bf16 tensor comes back as F32; a .pth input is then read twice, once for the header's layout), the
+header written first, each tensor's bytes
 appended as it is done, into ``<shard>.partial`` files renamed at the end. A sharded input (or a ``dst`` ending in
 ``.safetensors.index.json``) gives shards ``<stem>-00001-of-0000N.safetensors`` holding the same tensors as the
 input's shards, and their index ``<stem>.safetensors.index.json``, written last (the output is complete when it
