@@ -156,10 +156,11 @@ def read_st_header(path):
     return 8 + n, entries, dict(header.get("__metadata__", {}))
 
 
-def st_to_numpy(a, dtype):
+def st_to_numpy(a, dtype, copy=True):
     """Stored safetensors values ``a`` (read with ``_ST_DTYPES[dtype]``) as returned by read_arrays: BF16 widened to
-    float32 (exact), other dtypes in native byte order."""
-    return _bf16_to_f32(a) if dtype == "BF16" else a.astype(a.dtype.newbyteorder("="), copy=False)
+    float32 (exact), other dtypes in native byte order; ``copy=False`` returns ``a`` itself when it is already that
+    (a read-only memory map stays one)."""
+    return _bf16_to_f32(a) if dtype == "BF16" else a.astype(a.dtype.newbyteorder("="), copy=copy)
 
 
 #: the file-name ending of a sharded checkpoint's index (Hugging Face layout)

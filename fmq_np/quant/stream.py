@@ -259,7 +259,7 @@ class _SafetensorsSource:
                     raw = np.zeros(shape, _ST_DTYPES[dtype])
                 else:
                     raw = np.memmap(path, dtype=_ST_DTYPES[dtype], mode="r", offset=data_start + begin, shape=shape)
-                yield name, st_to_numpy(raw, dtype), end - begin
+                yield name, st_to_numpy(raw, dtype, copy=False), end - begin
                 del raw
 
 
