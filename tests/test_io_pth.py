@@ -58,7 +58,7 @@ def _alarm(signum, frame):
     raise _Timeout()
 
 
-def load_within(path, seconds=5.0, **kwargs):
+def load_within(path, seconds=30.0, **kwargs):
     """read_arrays under a wall-clock budget (SIGALRM): a hang fails the test instead of stalling it."""
     old = signal.signal(signal.SIGALRM, _alarm)
     signal.setitimer(signal.ITIMER_REAL, seconds)

@@ -112,7 +112,9 @@ def test_a_finished_dataset_is_reused_and_a_changed_model_is_not(sweep, models, 
                           progress=False, models_dir=models)
     assert again["datasets"]["mnist"] == first["datasets"]["mnist"] and list(again["datasets"]) == ["faces", "mnist"]
     other = write_models(str(tmp_path / "models"), ["mnist", "faces"])
-    fq.io.save_model(os.path.join(other, "faces.h5"), recipes.build("faces"),     # same recipe, new file bytes
+    changed = recipes.build("faces")                       # same recipe, other weights
+    changed.load_parameters({k: v * np.float32(1.01) for k, v in changed.parameters().items()})
+    fq.io.save_model(os.path.join(other, "faces.h5"), changed,
                      meta={"dataset": "faces", "recipe": recipes.recipe("faces")[1],
                            "trained_steps": recipes.recipe("faces")[1]["steps"], "seconds": 2.0})
     third = reproduce.run(copy, datasets=["faces"], bits=(8, 2), methods=["ot", "uniform"], scale="tiny",
