@@ -47,7 +47,7 @@ def quantize(params, method, how, bits, cal):
     return quantize_calibrated(params, bits, method, cal, **how)
 
 
-def run_dataset(name, bits_list, variants, n, steps, calib_n, calib_steps, seed, log):
+def run_dataset(name, bits_list, variants, n, steps, calib_n, calib_steps, seed, log, calib_widths=(2, 3, 4)):
     model, _, path = reproduce.load_shipped_model(name)
     cfg = dict(n_samples=n, seeds=1, steps=steps, paper_check=False, n_velocity=64, n_likelihood=0)
     t0 = time.perf_counter()
@@ -55,7 +55,8 @@ def run_dataset(name, bits_list, variants, n, steps, calib_n, calib_steps, seed,
     log(f"{name}: float model {path}; evaluator ready in {time.perf_counter() - t0:.0f} s")
     t0 = time.perf_counter()
     data = fq.datasets.load(name)
-    cal = fq.quant.calibrate(model, data, n=calib_n, solver=ev.solver, steps=calib_steps, seed=seed)
+    cal = fq.quant.calibrate(model, data, n=calib_n, solver=ev.solver, steps=calib_steps, seed=seed,
+                             widths=calib_widths)
     cal_s = time.perf_counter() - t0
     log(f"{name}: calibration {cal.meta['n_states']} states in {cal_s:.0f} s")
     params = model.parameters()
@@ -110,6 +111,8 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=4, help="sampler steps (the dataset's solver: heun2 / midpoint)")
     p.add_argument("--calib-n", type=int, default=64)
     p.add_argument("--calib-steps", type=int, default=8)
+    p.add_argument("--calib-widths", nargs="+", type=int, default=[2, 3, 4],
+                   help="widths whose sensitivities calibration measures (only mixed widths use them)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
@@ -119,7 +122,7 @@ def main(argv=None):
     results = []
     for name in args.datasets:
         results.append(run_dataset(name, args.bits, args.variants, args.n, args.steps, args.calib_n,
-                                   args.calib_steps, args.seed, log))
+                                   args.calib_steps, args.seed, log, args.calib_widths))
         if args.json:
             os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
             with open(args.json, "w") as fh:
