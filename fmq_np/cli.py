@@ -551,8 +551,8 @@ def build_parser():
     p.add_argument("--method", choices=("ot", "ot-opt", "uniform", "pwl", "log2"), default="ot",
                    help="quantizer (default ot: the paper's equal-mass optimal transport)")
     p.add_argument("--calibrate", action="store_true",
-                   help="calibrate along the float model's sampling trajectories (an fmq_np model file): weighted "
-                        "codebooks (ot-opt), error feedback, bias correction; prints each tensor's sensitivity")
+                   help="calibrate along the float model's sampling trajectories (an fmq_np model file): GPTQ-style "
+                        "error feedback through each layer's input Hessian; prints each tensor's sensitivity")
     p.add_argument("--calib-n", type=int, default=64, help="trajectories for --calibrate (default 64)")
     p.add_argument("--granularity", choices=("tensor", "channel", "group"), default="channel",
                    help="one codebook per tensor, per output channel (axis 0) or per group (default channel)")

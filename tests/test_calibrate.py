@@ -8,7 +8,7 @@ from hypothesis.extra import numpy as hnp
 
 import fmq_np as fq
 from fmq_np.errors import FormatError, InputError
-from fmq_np.quant.calibrate import Calibration, allocate_widths, error_feedback
+from fmq_np.quant.calibrate import Calibration, allocate_widths, error_feedback, quantize_calibrated
 
 from naive import brute_force_cost, codebook_cost, im2col, layer_input_rows, obq_error_feedback
 
@@ -81,8 +81,7 @@ def test_calibrated_ot_opt_uses_fisher_weighted_codebooks(mlp, mlp_cal):
     """Without error feedback the codes are nearest-level: each row's weighted cost must be the optimum for the
     Fisher importance (checked against the unweighted codebook, which must not do better under those weights)."""
     params = mlp.parameters()
-    qm = fq.quant.quantize_model(params, bits=2, method="ot-opt", calibration=mlp_cal, error_feedback=False,
-                                 bias_correction=False)
+    qm = quantize_calibrated(params, 2, "ot-opt", mlp_cal, error_feedback_on=False, weighted=True)
     plain = fq.quant.quantize_model(params, bits=2, method="ot-opt")
     name = "layers.1.weight"
     f = mlp_cal.fisher[name]

@@ -41,15 +41,16 @@ by ``sens_method`` (per channel) and all others in float. Mixed precision adds t
 states go through the network; a convolution's im2col rows come a block of samples at a time, as in its forward.
 
 **What ``quantize_model(..., calibration=cal)`` turns on** (per channel, for every ≥ 2-D float tensor, 1-D ones
-kept in float as without calibration): (1) for ``ot-opt``, the exact W2-optimal codebook weighted per weight by the
-Fisher importance (the weighted DP, not Lloyd; other methods keep their own codebook); (2) error feedback
-(:func:`error_feedback`, GPTQ/OBQ) through the layer's input Hessian; (3) bias correction: the mean output shift
-(W − Ŵ)·mean(x) of each quantized layer folded into its float bias; (4) mixed widths among ``cal.widths`` only when
-``bits`` is fractional (:func:`allocate_widths`). (1)–(3) are on by default because each targets a different part
-of the same objective at no storage cost: (1) which values a row's few levels must hit, (2) how the rounding errors
-of a layer's inputs combine in its output (the quantity that reaches the velocity), (3) the part of that output
-error that is a constant shift. Error feedback and bias correction can be switched off (``error_feedback=False``,
-``bias_correction=False``); the shift ignores the change of a layer's inputs by the quantized layers before it.
+kept in float as without calibration): error feedback (:func:`error_feedback`, GPTQ/OBQ) through the layer's input
+Hessian on the method's own codebook, and mixed widths among ``cal.widths`` when ``bits`` is fractional
+(:func:`allocate_widths`). Off by default, on request: bias correction (``bias_correction=True``: the mean output
+shift (W − Ŵ)·mean(x) of each quantized layer folded into its float bias; it ignores the change of a layer's inputs
+by the quantized layers before it) and Fisher-weighted exact codebooks for ``ot-opt``
+(:func:`quantize_calibrated` with ``weighted=True``: the weighted DP, not Lloyd). The default is what measured
+best (benchmarks/README.md, "Quantization calibrated along the flow": shipped MNIST / Fashion-MNIST U-Nets, FD,
+drift, velocity PSNR): error feedback alone beat error feedback + Fisher weights + bias correction at 2 and 3 bits
+on both, and Fisher weights alone made the 2-bit FD worse (they concentrate a row's 4 levels on the few weights
+with the largest Fisher values and leave the bulk coarse).
 
 :class:`Calibration` saves to / loads from HDF5 (atomic write; a validated load raises FormatError) and records
 :func:`~fmq_np.quant.model.weights_digest` of the model's parameters: ``quantize_model`` refuses a calibration taken
@@ -497,8 +498,8 @@ def allocate_widths(cal, shapes, budget, max_width=None):
     return {nm: widths[level[nm]] for nm in names}
 
 
-def quantize_calibrated(named_arrays, bits, method, calibration, error_feedback_on=True, bias_correction=True,
-                        weighted=True, device="auto"):
+def quantize_calibrated(named_arrays, bits, method, calibration, error_feedback_on=True, bias_correction=False,
+                        weighted=False, device="auto"):
     """``quantize_model`` with a calibration (per-channel granularity): see ``quantize_model``'s docstring.
 
     For every tensor the default policy would quantize (float, ≥ 2-D): its codebook from ``method`` (``ot-opt``

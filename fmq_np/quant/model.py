@@ -133,11 +133,11 @@ def quantize_model(named_arrays, bits=3, method="ot", granularity="channel", gro
     ``named_arrays``.
 
     ``calibration``: a :class:`~fmq_np.quant.calibrate.Calibration` of the model these arrays are the weights of
-    (another model's → InputError). It turns on, for every ≥ 2-D float tensor, per channel: the Fisher-weighted
-    exact codebook (``ot-opt``; other methods keep their codebook), error feedback through the layer's input
-    Hessian (``error_feedback``, default True), bias correction of the float biases (``bias_correction``, default
-    True), and mixed widths when ``bits`` is fractional (a budget on the average code width of the quantized
-    tensors, among the calibrated widths; ``bits_per_weight`` adds the codebooks). See :mod:`fmq_np.quant.calibrate`.
+    (another model's → InputError). It turns on, for every ≥ 2-D float tensor, per channel: error feedback
+    through the layer's input Hessian on the method's codebook (``error_feedback``, default True: what measured
+    best), bias correction of the float biases only with ``bias_correction=True``, and mixed widths when ``bits``
+    is fractional (a budget on the average code width of the quantized tensors, among the calibrated widths;
+    ``bits_per_weight`` adds the codebooks). See :mod:`fmq_np.quant.calibrate`.
     """
     if calibration is not None:
         if policy is not None or weights is not None or paper_compat or granularity != "channel" or group_size:
@@ -147,7 +147,7 @@ def quantize_model(named_arrays, bits=3, method="ot", granularity="channel", gro
         from fmq_np.quant.calibrate import quantize_calibrated
         return quantize_calibrated(named_arrays, bits, method, calibration,
                                    error_feedback_on=True if error_feedback is None else bool(error_feedback),
-                                   bias_correction=True if bias_correction is None else bool(bias_correction),
+                                   bias_correction=bool(bias_correction),
                                    device=device)
     if error_feedback or bias_correction:
         raise InputError("error_feedback and bias_correction need calibration= (fmq_np.quant.calibrate)")
