@@ -95,26 +95,23 @@ def _seed(text):
     return value
 
 
-def _positive_float(text):
-    """argparse type: a finite number > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not (np.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
-    return value
+def _finite_float(strict):
+    """argparse type: a finite number > 0 (``strict``) or >= 0."""
+    bound = "> 0" if strict else ">= 0"
+
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not (np.isfinite(value) and (value > 0 if strict else value >= 0)):
+            raise argparse.ArgumentTypeError(f"must be a finite number {bound}, got {text!r}")
+        return value
+    return parse
 
 
-def _nonnegative_float(text):
-    """argparse type: a finite number >= 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not (np.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
-    return value
+_positive_float = _finite_float(strict=True)
+_nonnegative_float = _finite_float(strict=False)
 
 
 def _train_memory(args, dim=None, image=None):
