@@ -386,7 +386,9 @@ def _quantize(args):
     if _is_quantized(args.input):
         raise FmqError(f"{args.input} is already quantized; quantize the float model or weight file it came from")
     if not args.calibrate and not _is_fmq_model(args.input):
-        return _quantize_stream(args)           # weight files: tensor by tensor (fmq_np.quant.stream)
+        return _quantize_stream(args)
+    if args.key is not None:
+        raise FmqError(f"--key picks an entry of a torch checkpoint; {args.input} is an fmq_np model")           # weight files: tensor by tensor (fmq_np.quant.stream)
     if args.resume:
         raise FmqError("--resume continues a streamed weight file (.safetensors, index.json, .npz, .pth, plain "
                        ".h5), not an fmq_np model or --calibrate")
@@ -427,7 +429,7 @@ def _quantize_stream(args):
     names = []
     rep = quant.quantize_file(args.input, args.out, bits=args.bits, method=args.method,
                               granularity=args.granularity, group_size=args.group_size,
-                              paper_compat=args.paper_compat, resume=args.resume,
+                              paper_compat=args.paper_compat, resume=args.resume, key=args.key,
                               progress=lambda done, total, name, nbytes: names.append(name),
                               meta={"source": os.path.basename(args.input)})
     print(_report_table(rep["rows"]))
@@ -555,7 +557,10 @@ def build_parser():
                    help="one codebook per tensor, per output channel (axis 0) or per group (default channel)")
     p.add_argument("--group-size", type=int, default=None, help="values per group for --granularity group")
     p.add_argument("--paper-compat", action="store_true",
-                   help="reproduce the published code exactly (which tensors are skipped, 1-D tensors whole)")
+                   help="reproduce the published code exactly: its skip rule, 1-D tensors whole and its own NumPy "
+                        "arithmetic (the dequantized weights are bit-identical to its output on this machine)")
+    p.add_argument("--key", help="torch checkpoint only: the entry to quantize, e.g. 'model' for flow_matching's "
+                                 "{'model', 'optimizer', 'args'} (names are then relative to it)")
     p.add_argument("--out", required=True,
                    help="output: packed quantized model (.h5), or dequantized weights under the input's names and "
                         "dtypes (.safetensors; sharded like a sharded input, with its .safetensors.index.json)")

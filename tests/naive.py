@@ -27,7 +27,8 @@ def channels(w):
     return w.reshape(1, -1) if w.ndim <= 1 else w.reshape(w.shape[0], -1)
 
 
-# ------------------------------------------------------------------------------------------------ published quantizers
+# ------------------------------------------------------------------------------------------------ kernel rules
+# The quantizers as the kernels compute them (machine-independent rules, the published arithmetic otherwise).
 def ot_channel(flat, k):
     """Equal-mass OT of one flat channel: stable argsort, array_split, chunk means in the channel's dtype."""
     out = np.empty_like(flat)
@@ -87,7 +88,48 @@ def log2_channel(flat, k):
     return q.astype(flat.dtype)
 
 
-PUBLISHED = {"ot": ot_channel, "uniform": uniform_channel, "pwl": pwl_channel, "log2": log2_channel}
+# ------------------------------------------------------------------------------------------------ the published code
+# What Quantized-FM/LowBit-HighFid's PC-*-Quant.py compute, operation by operation, written out plainly (the ground
+# truth they are checked against is tests/fixtures/published_expected.npz, made by the published code in torch).
+# Where these differ from the kernel rules above: ot ranks with np.argsort's default (unstable) kind; uniform runs in
+# the tensor's dtype (float16 too); log2 takes np.log in the tensor's dtype, gives negatives K // 2 levels always,
+# and maps zeros to the first smallest-magnitude reconstruction in flat order.
+def published_ot_channel(flat, k):
+    kk = min(k, flat.size)
+    idx = np.argsort(flat)
+    sorted_vals = flat[idx]
+    out_sorted = np.empty_like(sorted_vals)
+    start = 0
+    for chunk in np.array_split(sorted_vals, kk):
+        out_sorted[start:start + len(chunk)] = np.array(chunk.mean(), dtype=flat.dtype)
+        start += len(chunk)
+    return out_sorted[np.argsort(idx)]
+
+
+def published_log2_channel(flat, k):
+    kk = min(k, flat.size)
+    result = np.zeros_like(flat)
+    pos, neg = flat > 0, flat < 0
+    if pos.any():
+        v = flat[pos]
+        if v.min() == v.max():
+            result[pos] = v.min()
+        else:
+            lv = 2.0 ** np.linspace(np.log(v.min()) / np.log(2.0), np.log(v.max()) / np.log(2.0),
+                                    kk // 2 if neg.any() else kk)
+            result[pos] = lv[np.argmin(np.abs(v.astype(np.float64)[:, None] - lv[None, :]), axis=1)]
+    if neg.any():
+        v = flat[neg]
+        if v.min() == v.max():
+            result[neg] = v.min()
+        else:
+            m = -v
+            lv = -(2.0 ** np.linspace(np.log(m.min()) / np.log(2.0), np.log(m.max()) / np.log(2.0), kk // 2))
+            result[neg] = lv[np.argmin(np.abs(v.astype(np.float64)[:, None] - lv[None, :]), axis=1)]
+    if (flat == 0).any():
+        nz = result[result != 0]
+        result[flat == 0] = nz[np.argmin(np.abs(nz))] if len(nz) else 0
+    return result
 
 
 def published_tensor(w, bits, method):
@@ -95,8 +137,10 @@ def published_tensor(w, bits, method):
     k = 2 ** bits
     if method != "uniform" and w.size < k:
         return w.copy()
+    rule = {"ot": published_ot_channel, "uniform": uniform_channel, "pwl": pwl_channel,
+            "log2": published_log2_channel}[method]
     ch = channels(w)
-    return np.stack([PUBLISHED[method](ch[c], k) for c in range(ch.shape[0])]).reshape(w.shape)
+    return np.stack([rule(ch[c], k) for c in range(ch.shape[0])]).reshape(w.shape)
 
 
 def published_state_dict(sd, bits, method):

@@ -112,6 +112,9 @@ def _state_dict(rng):
             "tiny": rng.standard_normal((2, 2)).astype(f32),
             "lin.weight": (rng.standard_t(3, (5, 17))).astype(np.float64),
             "norm.scale": np.ones(6, f32),
+            "ties": (np.round(rng.standard_normal((3, 40)) * 4) / 4).astype(f32),      # exact ties and zeros
+            "one_signed": -np.abs(rng.standard_normal((2, 12))).astype(f32),           # negative-only rows
+            "half": (rng.standard_normal((3, 20)) * 0.3).astype(np.float16),
             "step": np.arange(3)}
 
 

@@ -14,6 +14,10 @@ Each scheme maps the grouped view ``w2`` (``(G, n)``, float32/float64, see :mod:
 ``"ot-opt"``   ours: the exact W2-optimal (minimum-MSE) k-level codebook of each group, optionally weighted by
                per-weight importance, by dynamic programming; nearest-level assignment (ties to the lower level).
 
+``paper_compat=True`` runs the published code's own arithmetic where it differs from these machine-independent rules
+(ot's tie order, uniform on float16, log2's float32 logs, one-signed rows and zeros; :mod:`fmq_np.quant.published`),
+so the weights are bit-identical to the published code's on the same machine.
+
 float16 tensors are computed in float32 and their codebooks cast back to float16 (``numpy.mean`` does the same).
 A group whose levels overflow in the tensor's dtype (values near its largest finite number: chunk sums or max − min
 beyond it) is quantized again on its values scaled by a power of two, 2**-e, and its levels scaled back and clipped
@@ -143,6 +147,29 @@ def ot_opt(kern, w2, k, weights2=None):
 _SCHEMES = {"ot": ot, "uniform": uniform, "pwl": pwl, "log2": log2}
 
 
+def published_scheme(method, dtype):
+    """The scheme ``paper_compat=True`` runs for ``method`` on a tensor of ``dtype``: the kernels' scheme, with the
+    published code's own NumPy arithmetic where the two differ (:mod:`fmq_np.quant.published`). ``w2`` arrives in
+    the working dtype (float32 for float16 tensors, an exact copy); the published arithmetic runs on ``dtype``."""
+    from fmq_np.quant import published
+
+    def run(kern, w2, k):
+        rows = w2.astype(dtype, copy=False)
+        if method == "ot":
+            codes, codebook, meta = ot(kern, w2, k)
+            return published.ot_codes(rows, k), codebook, meta
+        if method == "uniform" and dtype == np.float16:
+            codes, codebook = published.uniform_float16(rows, k)
+            return codes, codebook.astype(w2.dtype), {"affine": True}
+        if method == "log2":
+            codes, codebook = published.log2(rows, k)
+            codebook = codebook.astype(w2.dtype)
+            kern.canonicalize(codes, codebook)
+            return codes, codebook, {}
+        return _SCHEMES[method](kern, w2, k)
+    return run
+
+
 def _check_bits(bits, name="bits"):
     if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not 1 <= bits <= 8:
         raise InputError(f"{name} must be an integer in 1..8, got {bits!r}")
@@ -219,7 +246,8 @@ def quantize_checked(w, bits, method, granularity, group_size, paper_compat, wei
     else:
         if weights is not None:
             raise InputError(f"weights are only used by method='ot-opt' (got method={method!r})")
-        scheme, wts = (lambda kn, a, kk, _: _SCHEMES[method](kn, a, kk)), None
+        run = published_scheme(method, w.dtype) if paper_compat else _SCHEMES[method]
+        scheme, wts = (lambda kn, a, kk, _: run(kn, a, kk)), None
     with np.errstate(over="ignore", invalid="ignore"):     # overflowing rows are detected and redone below
         codes, codebook, meta = scheme(kern, w2, k, wts)
         bad = np.flatnonzero(~np.isfinite(codebook).all(axis=1))

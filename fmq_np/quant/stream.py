@@ -57,7 +57,7 @@ _PARTIAL = ".partial"
 
 
 def quantize_file(src, dst, bits=3, method="ot", granularity="channel", group_size=None, paper_compat=False,
-                  resume=False, progress=None, meta=None, device="auto"):
+                  resume=False, progress=None, meta=None, device="auto", key=None):
     """Quantize the weight file ``src`` into ``dst`` tensor by tensor (see the module doc); returns a report dict.
 
     ``bits, method, granularity, group_size, paper_compat, device``: as :func:`~fmq_np.quant.quantize_model` (its
@@ -65,7 +65,9 @@ def quantize_file(src, dst, bits=3, method="ot", granularity="channel", group_si
     (packed codes) or ``.safetensors`` / ``.safetensors.index.json`` (dequantized). ``resume``: continue a partial
     output. ``progress``: None (a bar when stderr is a terminal), True / False, or a callable
     ``progress(done, total, name, bytes_read)`` called after each tensor (``total`` None when unknown up front).
-    ``meta``: extra JSON-able entries for the quantized model's ``meta`` (``.h5`` output).
+    ``meta``: extra JSON-able entries for the quantized model's ``meta`` (``.h5`` output). ``key``: for a torch
+    checkpoint, the entry to quantize (``"model"`` for flow_matching's ``{"model", "optimizer", "args", ...}``; as
+    :func:`fmq_np.io.read_arrays`), names then relative to it; other formats take no ``key``.
 
     The report: ``src, dst, files_in, files_out`` (paths), ``bytes_in, bytes_out`` (their sizes on disk),
     ``tensors`` (count), ``quantized`` (how many got codes this run), ``resumed`` (how many were already in the
@@ -76,7 +78,7 @@ def quantize_file(src, dst, bits=3, method="ot", granularity="channel", group_si
     from fmq_np.quant.schemes import check_options
     check_options(bits, method, granularity, group_size, paper_compat)
     src, dst = os.fspath(src), os.fspath(dst)
-    source = _open_source(src)
+    source = _open_source(src, key)
     settings = dict(bits=bits, method=method, granularity=granularity, group_size=group_size,
                     paper_compat=bool(paper_compat))
     _check_not_input(dst, source.files)
@@ -211,12 +213,15 @@ def _check_not_input(dst, files):
 
 
 # ---------------------------------------------------------------------------------------------------- sources
-def _open_source(src):
+def _open_source(src, key=None):
     from fmq_np.io.importers import ST_INDEX_SUFFIX
     from fmq_np.io.torch_pth import TORCH_EXTENSIONS
     if os.path.isdir(src):
         raise FormatError(f"{src}: is a directory, not a weight file")
     low = src.lower()
+    if key is not None and os.path.splitext(low)[1] not in TORCH_EXTENSIONS:
+        raise InputError(f"{src}: key={key!r} picks an entry of a torch checkpoint ({', '.join(TORCH_EXTENSIONS)}); "
+                         "this file's tensors are quantized under their own names")
     if low.endswith(ST_INDEX_SUFFIX):
         return _SafetensorsSource(src, sharded=True)
     ext = os.path.splitext(low)[1]
@@ -228,7 +233,7 @@ def _open_source(src):
         raise FormatError(f"{src}: no such file")
     if ext == _ST_EXT:
         return _SafetensorsSource(src, sharded=False)
-    return _IterSource(src, ext)
+    return _IterSource(src, ext, key)
 
 
 class _SafetensorsSource:
@@ -268,9 +273,9 @@ class _SafetensorsSource:
 class _IterSource:
     """Tensors of a .npz, HDF5 or torch file, one at a time from the readers of :mod:`fmq_np.io`."""
 
-    def __init__(self, src, ext):
+    def __init__(self, src, ext, key=None):
         from fmq_np.io.torch_pth import TORCH_EXTENSIONS
-        self.src, self.ext, self.files, self.sharded = src, ext, [src], False
+        self.src, self.ext, self.key, self.files, self.sharded = src, ext, key, [src], False
         if ext in _H5_EXT:
             from fmq_np.io.importers import is_quantized_h5
             if is_quantized_h5(src):
@@ -298,7 +303,7 @@ class _IterSource:
             return iter_npz(self.src)
         if self.ext in _H5_EXT:
             return iter_h5(self.src)
-        return iter_pth(self.src)
+        return iter_pth(self.src, self.key)
 
     def plan(self):
         """One pass over the file without quantizing: the layout a .safetensors output needs up front."""
