@@ -196,7 +196,7 @@ def _sample(args):
     _check_distinct([("--png", args.png)], [("--out", args.out)])
     if args.n < 1:
         raise FmqError(f"-n must be >= 1, got {args.n}")
-    model, kind = io.load_velocity_model(args.model)
+    model, kind = _velocity_model(args.model, args, key=args.key)
     per_sample = 3 * 4 * int(np.prod(sample_shape(model)))       # noise, result, the copy written out (float32)
     check_memory(per_sample * args.n, "the samples", "-n", args.n, largest=memory_budget() // per_sample)
     x = flow.sample(model, n=args.n, solver=args.solver, steps=args.steps, seed=args.seed, atol=args.atol,
@@ -207,6 +207,27 @@ def _sample(args):
         images.save_samples_png(args.png, x)
     print(f"sampled {len(x)} x {x.shape[1:]} from {args.model} ({kind}) with {args.solver}"
           + "".join(f" -> {p}" for p in (args.out, args.png) if p))
+
+
+def _velocity_model(path, args, key=None):
+    """``(model, description)`` of ``path``: an fmq_np file as it is, a weight file through ``--config``."""
+    from . import io
+    if args.config is None:
+        if not path.lower().endswith((".h5", ".hdf5")):
+            raise FmqError(f"{path}: a weight file needs --config CONFIG.json (its ADMUNet config, e.g. "
+                           "flow_matching's MODEL_CONFIGS entry with image_size)")
+        return io.load_velocity_model(path)
+    if _is_fmq_model(path):
+        raise FmqError(f"{path} is an fmq_np model, which records its own config; drop --config")
+    return io.load_external_model(path, args.config, key=key, weights=args.weights)
+
+
+def _add_external_options(p):
+    p.add_argument("--config", help="for a weight file (.pth, .safetensors, .npz; or its quantized .h5): the JSON "
+                                    "config of its ADMUNet (flow_matching's MODEL_CONFIGS entry, with image_size)")
+    p.add_argument("--key", help="with --config: the entry of a torch checkpoint holding the weights, e.g. 'model'")
+    p.add_argument("--weights", choices=("ema", "live"), default="ema",
+                   help="with --config, for flow_matching's EMA checkpoints: the averaged (default) or live weights")
 
 
 def _bounds(args):
@@ -261,12 +282,17 @@ def _evaluate(args):
     _check_input(args.quantized, "quantized model file")
     _check_output(args.json)
     _check_distinct([("--json", args.json)], [("the model", args.model), ("the quantized model", args.quantized)])
-    model, meta = io.load_model(args.model)
-    qmodel, kind = io.load_velocity_model(args.quantized)
+    if args.config is None:
+        model, meta = io.load_model(args.model)
+        source = model.parameters()
+    else:                               # a weight file (and its quantized version) through --config
+        model, _ = _velocity_model(args.model, args, key=args.key)
+        meta, source = {}, io.read_arrays(args.model, key=args.key)
+    qmodel, kind = _velocity_model(args.quantized, args)
     if type(qmodel) is not type(model) or qmodel.config() != model.config():
         raise FmqError(f"{args.quantized} is not a quantized version of {args.model} (other model class or config)")
-    if kind != "float":
-        _check_source(args.model, model.parameters(), args.quantized, read_meta(args.quantized), "evaluate")
+    if _is_quantized(args.quantized):
+        _check_source(args.model, source, args.quantized, read_meta(args.quantized), "evaluate")
     name = args.dataset or meta.get("dataset")
     if not name:
         raise FmqError(f"{args.model} does not record its dataset; pass --dataset")
@@ -527,7 +553,8 @@ def build_parser():
 
     p = sub.add_parser("sample", help="draw samples from a trained (or quantized) model",
                        description="Integrate a model's velocity from Gaussian noise to data.")
-    p.add_argument("model", help="model file (.h5): a float checkpoint or a quantized model")
+    p.add_argument("model", help="model file (.h5): a float checkpoint or a quantized model; or a weight file "
+                                 "(.pth, .safetensors, .npz) with --config")
     p.add_argument("-n", type=int, default=1000, help="number of samples (default 1000)")
     p.add_argument("--solver", choices=SOLVERS, default="heun2", help="ODE solver (default heun2)")
     p.add_argument("--steps", type=int, default=50,
@@ -537,6 +564,7 @@ def build_parser():
     p.add_argument("--seed", type=_seed, default=0, help="noise seed (default 0)")
     p.add_argument("--out", help="samples as .npy")
     p.add_argument("--png", help="picture of the samples: image grid, or density map of 2-D points")
+    _add_external_options(p)
     p.set_defaults(run=_sample)
 
     p = sub.add_parser("quantize", help="quantize the weights of a model or of any weight file",
@@ -572,14 +600,16 @@ def build_parser():
                        description="The paper's velocity probe (both networks at t=0 on real data: RMS and "
                                    "relative error, PSNR/SSIM for images) and samples of both models from the same "
                                    "noise (RMS drift, sliced-W2 distance and MMD^2 to data).")
-    p.add_argument("model", help="float model (.h5)")
-    p.add_argument("quantized", help="its quantized version (.h5, from fmq-np quantize of that model)")
+    p.add_argument("model", help="float model (.h5), or a weight file with --config")
+    p.add_argument("quantized", help="its quantized version (.h5 from fmq-np quantize of that model or file; with "
+                                     "--config also a dequantized .safetensors)")
     p.add_argument("--dataset", help="data to probe with (default: the dataset the model was trained on)")
     p.add_argument("-n", type=int, default=256, help="data points and noise draws (default 256)")
     p.add_argument("--solver", choices=SOLVERS, default="heun2", help="ODE solver (default heun2)")
     p.add_argument("--steps", type=int, default=20, help="solver steps (default 20)")
     p.add_argument("--seed", type=_seed, default=0, help="seed of data points and noise (default 0)")
     p.add_argument("--json", help="also write the figures as JSON here")
+    _add_external_options(p)
     p.set_defaults(run=_evaluate)
 
     p = sub.add_parser("bench", help="time every quantizer on this machine (a weight file or synthetic weights)",

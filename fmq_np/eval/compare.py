@@ -20,7 +20,9 @@ def unit_range(v, lo, hi):
 
 def velocity_fidelity(v_float, v_quant):
     """``{rmse, rel_error}`` of two velocity batches of the same shape, plus ``psnr`` (dB) and ``ssim`` for image
-    batches (n, C, H, W), both mapped to [0, 1] by the float batch's min and max as :func:`unit_range` does."""
+    batches (n, C, H, W), both mapped to [0, 1] by the float batch's min and max as :func:`unit_range` does.
+    SSIM uses the usual 11×11 window, or on images smaller than that the largest odd window that fits
+    (``ssim_window``: 7 on the 8×8 digits)."""
     a = np.asarray(v_float, np.float64)
     b = np.asarray(v_quant, np.float64)
     if a.shape != b.shape:
@@ -31,7 +33,8 @@ def velocity_fidelity(v_float, v_quant):
     if a.ndim == 4:
         lo, hi = float(a.min()), float(a.max())
         ua, ub = unit_range(a, lo, hi), unit_range(b, lo, hi)
-        out.update(psnr=psnr(ua, ub), ssim=ssim(ua, ub))
+        window = min(11, (min(a.shape[2:]) - 1) // 2 * 2 + 1)
+        out.update(psnr=psnr(ua, ub), ssim=ssim(ua, ub, window=window), ssim_window=window)
     return out
 
 

@@ -63,5 +63,7 @@ def load_velocity_model(path):
     return model, f"{qm.meta.get('method')} {qm.meta.get('bits')}-bit"
 
 
-__all__ = ["save", "load", "load_velocity_model", "file_format", "save_model", "load_model", "read_arrays",
-           "write_safetensors", "ema_to_names"]
+from .external import load_external_model  # noqa: E402  (after the names it uses)
+
+__all__ = ["save", "load", "load_velocity_model", "load_external_model", "file_format", "save_model", "load_model",
+           "read_arrays", "write_safetensors", "ema_to_names"]
