@@ -414,7 +414,10 @@ def _quantize(args):
     if not args.calibrate and not _is_fmq_model(args.input):
         return _quantize_stream(args)
     if args.key is not None:
-        raise FmqError(f"--key picks an entry of a torch checkpoint; {args.input} is an fmq_np model")           # weight files: tensor by tensor (fmq_np.quant.stream)
+        raise FmqError(f"--key picks an entry of a torch checkpoint; {args.input} is an fmq_np model")
+    if args.scheduler is not None or args.workers is not None:
+        raise FmqError("--scheduler and --workers spread a weight file's tensors (.safetensors, index.json, .npz, "
+                       ".pth, plain .h5), not an fmq_np model or --calibrate")           # weight files: tensor by tensor (fmq_np.quant.stream)
     if args.resume:
         raise FmqError("--resume continues a streamed weight file (.safetensors, index.json, .npz, .pth, plain "
                        ".h5), not an fmq_np model or --calibrate")
@@ -450,14 +453,26 @@ def _quantize(args):
 
 
 def _quantize_stream(args):
-    """``fmq-np quantize`` of a weight file through :func:`fmq_np.quant.quantize_file` (bounded memory, --resume)."""
+    """``fmq-np quantize`` of a weight file through :func:`fmq_np.quant.quantize_file` (bounded memory, --resume,
+    --scheduler / --workers)."""
     from . import quant
+    from ._cluster import connect
+    if args.scheduler is not None and args.workers is not None:
+        raise FmqError("give --scheduler (a Dask cluster) or --workers (local processes), not both")
+    if args.workers is not None and args.workers < 1:
+        raise FmqError(f"--workers must be >= 1, got {args.workers}")
+    client = connect(args.scheduler) if args.scheduler is not None else None
     names = []
-    rep = quant.quantize_file(args.input, args.out, bits=args.bits, method=args.method,
-                              granularity=args.granularity, group_size=args.group_size,
-                              paper_compat=args.paper_compat, resume=args.resume, key=args.key,
-                              progress=lambda done, total, name, nbytes: names.append(name),
-                              meta={"source": os.path.basename(args.input)})
+    try:
+        rep = quant.quantize_file(args.input, args.out, bits=args.bits, method=args.method,
+                                  granularity=args.granularity, group_size=args.group_size,
+                                  paper_compat=args.paper_compat, resume=args.resume, key=args.key,
+                                  client=client, workers=args.workers,
+                                  progress=lambda done, total, name, nbytes: names.append(name),
+                                  meta={"source": os.path.basename(args.input)})
+    finally:
+        if client is not None:
+            client.close()
     print(_report_table(rep["rows"]))
     not_read = _h5_datasets_not_read(args.input, set(names))
     for name, why in not_read:
@@ -594,6 +609,10 @@ def build_parser():
                         "dtypes (.safetensors; sharded like a sharded input, with its .safetensors.index.json)")
     p.add_argument("--resume", action="store_true",
                    help="continue the partial output (OUT.partial) of an interrupted run with the same settings")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="quantize on a Dask cluster (pip install 'fmq_np[dask]'), one task per tensor, e.g. "
+                        "tcp://host:8786; input and output on a file system every worker sees; same output")
+    p.add_argument("--workers", type=int, help="quantize in N local processes (no Dask); same output")
     p.set_defaults(run=_quantize)
 
     p = sub.add_parser("evaluate", help="measure a quantized model against its float model on real data",

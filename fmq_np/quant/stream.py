@@ -38,6 +38,16 @@ partial output records the settings and every done tensor's name, shape and dtyp
 InputError (delete the partial file or run without ``resume``). The input's values are trusted not to have changed
 between the two runs. Without ``resume`` a partial output is discarded and the run starts over.
 
+**Dask and local processes.** ``client=`` (a ``dask.distributed.Client``; ``fmq-np quantize --scheduler ADDRESS``)
+runs :func:`quantize_one` as one task per tensor; ``workers=N`` (``--workers N``) runs it in N local processes
+(spawned: a script that calls it needs the ``if __name__ == "__main__":`` guard). For a ``.safetensors`` input
+(one file or shards) a task gets the tensor's path and byte offset and memory-maps it itself, so input and output
+must be on a file system every worker sees at the same path; other inputs are read here and their arrays sent with
+the task. Results come back (packed codes, or the tensor kept in float) and are written here in input order, by
+the same writers, so the output is the same bit for bit as a local run. At most 2 × the cluster's threads tasks are
+in flight; for a ``.h5`` output this process still reads every tensor once for the ``source_digest`` (SHA-256, far
+quicker than quantizing).
+
 **Errors**: one line naming the file and tensor (FormatError for files, InputError for arguments): a shard the
 index names that is missing, a tensor given by two shards or by a shard the index does not say, a shard truncated
 before or during the run, a write that fails (a full disk). The partial output stays marked incomplete.
@@ -57,7 +67,7 @@ _PARTIAL = ".partial"
 
 
 def quantize_file(src, dst, bits=3, method="ot", granularity="channel", group_size=None, paper_compat=False,
-                  resume=False, progress=None, meta=None, device="auto", key=None):
+                  resume=False, progress=None, meta=None, device="auto", key=None, client=None, workers=None):
     """Quantize the weight file ``src`` into ``dst`` tensor by tensor (see the module doc); returns a report dict.
 
     ``bits, method, granularity, group_size, paper_compat, device``: as :func:`~fmq_np.quant.quantize_model` (its
@@ -67,14 +77,15 @@ def quantize_file(src, dst, bits=3, method="ot", granularity="channel", group_si
     ``progress(done, total, name, bytes_read)`` called after each tensor (``total`` None when unknown up front).
     ``meta``: extra JSON-able entries for the quantized model's ``meta`` (``.h5`` output). ``key``: for a torch
     checkpoint, the entry to quantize (``"model"`` for flow_matching's ``{"model", "optimizer", "args", ...}``; as
-    :func:`fmq_np.io.read_arrays`), names then relative to it; other formats take no ``key``.
+    :func:`fmq_np.io.read_arrays`), names then relative to it; other formats take no ``key``. ``client``: a
+    ``dask.distributed.Client``: each tensor is quantized by a task on the cluster (see "Dask" in the module doc);
+    the output is the same bit for bit. ``workers``: instead, N local processes (one big machine, no Dask).
 
     The report: ``src, dst, files_in, files_out`` (paths), ``bytes_in, bytes_out`` (their sizes on disk),
     ``tensors`` (count), ``quantized`` (how many got codes this run), ``resumed`` (how many were already in the
     partial output), ``seconds``, ``mb_per_s`` (input MB, 10**6 bytes, per second), ``rows`` (the
     :attr:`QuantizedModel.report` row of each tensor quantized in this run) and ``meta``.
     """
-    from fmq_np.quant.model import quantize_model
     from fmq_np.quant.schemes import check_options
     check_options(bits, method, granularity, group_size, paper_compat)
     src, dst = os.fspath(src), os.fspath(dst)
@@ -94,23 +105,27 @@ def quantize_file(src, dst, bits=3, method="ot", granularity="channel", group_si
     start, bytes_read, rows, n_quantized, model_meta, n_float = time.perf_counter(), 0, [], 0, None, 0
     name = None
 
+    if client is not None and workers is not None:
+        raise InputError("quantize_file: give client= (a Dask cluster) or workers= (local processes), not both")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, (int, np.integer))
+                                or workers < 1):
+        raise InputError(f"workers must be a positive integer, got {workers!r}")
+    jobs = _Jobs(client, workers, settings, device)
+
     def tensors():
         """Each (name, array) of the input, in order, quantized and written as it goes by."""
         nonlocal bytes_read, n_quantized, model_meta, name, n_float
-        for i, (name, array, nbytes) in enumerate(source):
+        for i, (name, array, nbytes, done) in enumerate(jobs.run(source, out.n_done)):
             n_float += array.dtype.kind == "f"
-            if i < out.n_done:
+            if done is None:
                 out.check_done(i, name, array)
             else:
-                qm = quantize_model({name: array}, bits, method, granularity, group_size, paper_compat,
-                                    device=device)
-                model_meta = model_meta or {k: v for k, v in qm.meta.items() if k != "source_digest"}
-                rows.append(qm.report[0])
-                t = qm.tensors[name]
-                n_quantized += rows[-1]["bits"] is not None
-                del qm
+                row, t, tensor_meta = done
+                model_meta = model_meta or tensor_meta
+                rows.append(row)
+                n_quantized += row["bits"] is not None
                 _write(out, i, name, t, array)
-                del t
+                del t, done
             yield name, array
             del array
             bytes_read += nbytes
@@ -171,6 +186,74 @@ def _meta_of(settings):
                                      settings["group_size"], settings["paper_compat"])
     return dict(bits=bits, method=settings["method"], granularity=settings["granularity"],
                 group_size=group_size or None, paper_compat=settings["paper_compat"])
+
+
+def quantize_one(name, array, settings, device="auto"):
+    """One tensor as :func:`~fmq_np.quant.quantize_model` quantizes it: ``(report row, QuantizedTensor or the
+    array kept, the model meta without its digest)``. ``array`` may be a :func:`read_located` locator (tuple), read
+    here: what a Dask worker runs."""
+    from fmq_np.quant.model import quantize_model
+    if isinstance(array, tuple):
+        array = read_located(array)
+    qm = quantize_model({name: array}, settings["bits"], settings["method"], settings["granularity"],
+                        settings["group_size"], settings["paper_compat"], device=device)
+    return qm.report[0], qm.tensors[name], {k: v for k, v in qm.meta.items() if k != "source_digest"}
+
+
+class _Jobs:
+    """Runs :func:`quantize_one` over a source's tensors: here, as Dask tasks (``client``) or in ``workers`` local
+    processes, with at most ``window`` in flight and results taken in input order."""
+
+    def __init__(self, client, workers, settings, device):
+        self.client, self.workers, self.settings, self.device = client, workers, settings, device
+
+    def run(self, source, n_done):
+        """Yields ``(name, array, nbytes, result)`` in input order; result None for the first ``n_done`` tensors
+        (already in a resumed output)."""
+        if self.client is None and self.workers is None:
+            for i, (name, array, nbytes) in enumerate(source):
+                yield name, array, nbytes, (None if i < n_done else
+                                            quantize_one(name, array, self.settings, self.device))
+            return
+        with self._executor() as (submit, window):
+            yield from self._pipeline(source, n_done, submit, window)
+
+    @contextlib.contextmanager
+    def _executor(self):
+        """``(submit(name, payload) -> future, window)`` of the Dask client or of a local process pool."""
+        if self.client is not None:
+            import uuid
+            run_id = uuid.uuid4().hex[:12]
+            count = iter(range(1 << 62))
+            yield (lambda name, payload: self.client.submit(
+                quantize_one, name, payload, self.settings, self.device, pure=False,
+                key=f"fmq-quantize-{run_id}-{next(count)}"), 2 * max(1, sum(self.client.nthreads().values())))
+            return
+        import concurrent.futures
+        import multiprocessing
+        with concurrent.futures.ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn")) \
+                as pool:
+            yield (lambda name, payload: pool.submit(quantize_one, name, payload, self.settings, self.device),
+                   2 * self.workers)
+
+    @staticmethod
+    def _pipeline(source, n_done, submit, window):
+        import collections
+        located = isinstance(source, _SafetensorsSource)   # workers read their tensor by path and offset
+        items = source.locations() if located else iter(source)
+        pending = collections.deque()
+        for i, (name, payload, nbytes) in enumerate(items):
+            array = read_located(payload) if located else payload
+            pending.append((name, array, nbytes, None if i < n_done else submit(name, payload)))
+            if len(pending) >= window:
+                yield _Jobs._take(pending)
+        while pending:
+            yield _Jobs._take(pending)
+
+    @staticmethod
+    def _take(pending):
+        name, array, nbytes, task = pending.popleft()
+        return name, array, nbytes, (None if task is None else task.result())
 
 
 class _Items:
@@ -254,20 +337,30 @@ class _SafetensorsSource:
         return [(path, meta, [(n, d, s) for n, (d, s, _, _) in entries.items()])
                 for path, _, entries, meta in self.shards]
 
-    def __iter__(self):
-        from fmq_np.io.importers import _ST_DTYPES, st_to_numpy
+    def locations(self):
+        """``(name, locator, nbytes)`` of every tensor in order; :func:`read_located` reads a locator."""
         for path, data_start, entries, _ in self.shards:
             for name, (dtype, shape, begin, end) in entries.items():
-                size = os.path.getsize(path)
-                if data_start + end > size:
-                    raise FormatError(f"{path}: tensor {name!r} is truncated (the file ends at byte {size}, the "
-                                      f"tensor at byte {data_start + end}; was it cut during the run?)")
-                if end == begin:
-                    raw = np.zeros(shape, _ST_DTYPES[dtype])
-                else:
-                    raw = np.memmap(path, dtype=_ST_DTYPES[dtype], mode="r", offset=data_start + begin, shape=shape)
-                yield name, st_to_numpy(raw, dtype, copy=False), end - begin
-                del raw
+                yield name, (path, name, dtype, tuple(shape), data_start + begin, end - begin), end - begin
+
+    def __iter__(self):
+        for name, locator, nbytes in self.locations():
+            yield name, read_located(locator), nbytes
+
+
+def read_located(locator):
+    """The tensor at ``locator = (path, name, st dtype, shape, byte offset, byte length)`` of a .safetensors file,
+    memory-mapped (bf16 widened to float32); FormatError when the file is shorter than that."""
+    from fmq_np.io.importers import _ST_DTYPES, st_to_numpy
+    path, name, dtype, shape, offset, length = locator
+    size = os.path.getsize(path)
+    if offset + length > size:
+        raise FormatError(f"{path}: tensor {name!r} is truncated (the file ends at byte {size}, the tensor at byte "
+                          f"{offset + length}; was it cut during the run?)")
+    if length == 0:
+        return np.zeros(shape, _ST_DTYPES[dtype])
+    raw = np.memmap(path, dtype=_ST_DTYPES[dtype], mode="r", offset=offset, shape=shape)
+    return st_to_numpy(raw, dtype, copy=False)
 
 
 class _IterSource:
