@@ -10,9 +10,7 @@ import time
 import numpy as np
 
 from .errors import InputError
-
-#: every method, in the order the table lists them
-METHODS = ("ot", "uniform", "pwl", "log2", "ot-opt")
+from .quant.tensor import METHODS          # every method, in the order the table lists them
 
 
 def synthetic_state_dict(n_params, seed=0):

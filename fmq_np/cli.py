@@ -532,6 +532,7 @@ def _save_npy(path, array):
 
 def build_parser():
     from .flow.solvers import SOLVERS
+    from .quant.tensor import GRANULARITIES, METHODS
     parser = argparse.ArgumentParser(prog="fmq-np", description="Flow-matching models and their low-bit "
                                      "optimal-transport quantization, in NumPy + Numba.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -590,13 +591,13 @@ def build_parser():
     p.add_argument("--bits", type=lambda s: int(s) if s.strip().lstrip("+-").isdigit() else float(s), default=4,
                    help="bits per weight, 1-8 (default 4); with --calibrate a fractional average (e.g. 2.5) mixes "
                         "the widths 2-4 by measured sensitivity")
-    p.add_argument("--method", choices=("ot", "ot-opt", "uniform", "pwl", "log2"), default="ot",
+    p.add_argument("--method", choices=METHODS, default="ot",
                    help="quantizer (default ot: the paper's equal-mass optimal transport)")
     p.add_argument("--calibrate", action="store_true",
                    help="calibrate along the float model's sampling trajectories (an fmq_np model file): GPTQ-style "
                         "error feedback through each layer's input Hessian; prints each tensor's sensitivity")
     p.add_argument("--calib-n", type=int, default=64, help="trajectories for --calibrate (default 64)")
-    p.add_argument("--granularity", choices=("tensor", "channel", "group"), default="channel",
+    p.add_argument("--granularity", choices=GRANULARITIES, default="channel",
                    help="one codebook per tensor, per output channel (axis 0) or per group (default channel)")
     p.add_argument("--group-size", type=int, default=None, help="values per group for --granularity group")
     p.add_argument("--paper-compat", action="store_true",

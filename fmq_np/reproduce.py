@@ -34,9 +34,9 @@ import time
 import numpy as np
 
 from .errors import FmqError, FormatError, InputError
+from .quant.tensor import METHODS
 
 DATASETS = ("mnist", "fashion", "cifar-standin", "faces", "imagenet-standin")
-METHODS = ("ot", "uniform", "pwl", "log2", "ot-opt")
 BITS = (2, 3, 4, 8)
 #: the paper's dataset each stand-in replaces, and the paper's solver for it
 PAPER_NAMES = {"mnist": ("MNIST 28×28", "midpoint"), "fashion": ("Fashion-MNIST 28×28", "heun2"),
@@ -47,19 +47,22 @@ PAPER_STEPS = {"midpoint": 100, "heun2": 25, "dopri5": 50}
 PAPER_TOLERANCE = 1e-5
 #: run sizes. ``n_samples``: samples per FD (capped by the test images; faces: its 100 images); ``seeds``: noise
 #: draws for the rows at ``headline_bits``; ``steps``: fixed steps of the default sampler (the paper's solver kind,
-#: heun2 in place of dopri5); ``paper_check``: also sample the float model with the paper's own settings;
+#: heun2 in place of dopri5); ``paper_check``: how many of the first noise draw's images the float model also
+#: samples with the paper's own settings (0: none; the paper's samplers take 6–25× the default's evaluations, and
+#: an adaptive dopri5 at 1e-5 more, so the check runs on a subset and is compared with the default sampler on the
+#: same noise);
 #: ``n_velocity``: real images of the velocity probe; ``n_boot``: bootstrap replicates; ``n_likelihood``: test
 #: images whose bits/dim each model reports (0: none; Hutchinson, one fixed probe per image, the default sampler's
 #: solver with twice its steps, pixel units); ``standins``: what the
 #: three stand-in sets use instead (their FDs carry less meaning, see the report, and cost more per image)
 SCALES = {
-    "tiny": dict(n_samples=24, seeds=2, headline_bits=(2,), steps=2, paper_check=False, n_velocity=8, n_boot=20,
+    "tiny": dict(n_samples=24, seeds=2, headline_bits=(2,), steps=2, paper_check=0, n_velocity=8, n_boot=20,
                  n_likelihood=4, standins={}),
-    "quick": dict(n_samples=1000, seeds=1, headline_bits=(2, 3), steps=4, paper_check=False, n_velocity=64,
+    "quick": dict(n_samples=1000, seeds=1, headline_bits=(2, 3), steps=4, paper_check=0, n_velocity=64,
                   n_boot=200, n_likelihood=0, standins=dict(n_samples=500)),
-    "default": dict(n_samples=1000, seeds=3, headline_bits=(2, 3), steps=4, paper_check=True, n_velocity=64,
-                    n_boot=300, n_likelihood=32, standins=dict(n_samples=500, seeds=1)),
-    "paper": dict(n_samples=2000, seeds=3, headline_bits=(2, 3), steps="paper", paper_check=False, n_velocity=64,
+    "default": dict(n_samples=1000, seeds=3, headline_bits=(2, 3), steps=4, paper_check=300, n_velocity=64,
+                    n_boot=200, n_likelihood=16, standins=dict(n_samples=300, seeds=1)),
+    "paper": dict(n_samples=2000, seeds=3, headline_bits=(2, 3), steps="paper", paper_check=0, n_velocity=64,
                   n_boot=500, n_likelihood=256, standins=dict(n_samples=1000)),
 }
 STANDINS = ("cifar-standin", "faces", "imagenet-standin")
@@ -235,7 +238,7 @@ def load_shipped_model(name, models_dir=None):
     if type(model).__name__ != "UNetVelocity":
         raise FormatError(f"{path}: holds a {type(model).__name__}, not the UNetVelocity of recipe {name!r}; {retrain}")
     if meta.get("dataset") != dataset or meta.get("recipe") != settings or \
-            meta.get("trained_steps") != settings["steps"]:
+            meta.get("trained_steps") != recipes.total_steps(settings):
         raise FormatError(f"{path}: trained with other settings than recipe {name!r} (dataset "
                           f"{meta.get('dataset')!r}, {meta.get('trained_steps')} steps); {retrain}")
     return model, meta, path
@@ -295,6 +298,7 @@ class Evaluator:
         self.seed = seed
         self.bpd_float = self._bits_per_dim(model)
         self.x0 = [flow.noise(model, n, seed=seed + 1000 * (k + 1)) for k in range(cfg["seeds"])]
+        self.n_paper = min(cfg["paper_check"], n)
         _say(progress, f"  sampling {len(self.x0)} × {n} images from the float model ({self.solver}, "
                        f"{self.steps} steps)")
         self.float_samples = [self._sample(model, x0) for x0 in self.x0]
@@ -314,21 +318,23 @@ class Evaluator:
             self.features["float", k] = image_features(self.net, s)
         _say(progress, f"  float FD {_fd(self.features['float', 0], self.ref_features):.4g}; real-data floor "
                        f"{self.floor['mean']:.4g} ± {self.floor['std']:.2g}; noise {self.fd_noise:.4g}")
-        if cfg["paper_check"]:
+        if self.n_paper:
             self._paper_check()
 
     def _paper_check(self):
-        """The float model sampled from the first noise draw with the paper's own solver settings."""
+        """The float model sampled from the first ``n_paper`` noise vectors of the first draw with the paper's own
+        solver settings (features kept apart from ``features``: another n)."""
+        from . import flow
+        from .eval import image_features
         solver = PAPER_NAMES[self.name][1]
         steps = PAPER_STEPS[solver]
-        _say(self.progress, f"  sampling {self.n} images with the paper's sampler ({solver}"
+        _say(self.progress, f"  sampling {self.n_paper} images with the paper's sampler ({solver}"
                             + (f", tolerance {PAPER_TOLERANCE:g})" if solver == "dopri5" else f", {steps} steps)"))
-        from . import flow
         t0 = time.perf_counter()
-        samples = flow.sample(self.model, x0=self.x0[0], solver=solver, steps=steps, atol=PAPER_TOLERANCE,
-                              rtol=PAPER_TOLERANCE, progress=False)
-        self.features["float@paper", 0] = _features(self.net, samples)
-        self.paper_info = dict(solver=solver, steps=steps, seconds=time.perf_counter() - t0,
+        samples = flow.sample(self.model, x0=self.x0[0][:self.n_paper], solver=solver, steps=steps,
+                              atol=PAPER_TOLERANCE, rtol=PAPER_TOLERANCE, progress=False)
+        self.paper_features = image_features(self.net, samples)
+        self.paper_info = dict(solver=solver, steps=steps, seconds=time.perf_counter() - t0, n_samples=self.n_paper,
                                tolerance=PAPER_TOLERANCE if solver == "dopri5" else None)
 
     def _bits_per_dim(self, model):
@@ -367,7 +373,7 @@ class Evaluator:
         """Quantize with ``method`` at ``bits`` and measure on the first ``seeds`` noise draws; returns
         ``(row dict, samples of the first draw)``. The row's FD statistics are added by the report module."""
         from . import nn, quant
-        from .eval import velocity_fidelity
+        from .eval import image_features, velocity_fidelity
         params = self.model.parameters()
         if method == "ot-opt":       # our method, on the same tensors as the paper's (every tensor)
             qm = quant.quantize_model(params, bits=bits, method=method, policy=lambda name, array: bits)
@@ -382,18 +388,13 @@ class Evaluator:
         drift = float(np.sqrt(np.mean((samples[0].astype(np.float64) - self.float_samples[0]) ** 2)))
         if self.has_fd:
             for k, s in enumerate(samples):
-                self.features[f"{method}@{bits}", k] = _features(self.net, s)
+                self.features[f"{method}@{bits}", k] = image_features(self.net, s)
         row = dict(method=method, bits=bits, weight_mse=mse,
                    predicted_mse=_predicted_mse(params, qm.report, sizes, method, bits), psnr=fidelity["psnr"],
                    ssim=fidelity["ssim"], drift=drift, latent=self._latent(qmodel), seeds=seeds,
                    likelihood=self.likelihood_row(self._bits_per_dim(qmodel)),
                    kept_float=sum(1 for r in qm.report if r["skipped"]), tensors=len(qm.report))
         return row, samples[0]
-
-
-def _features(net, samples):
-    from .eval import image_features
-    return image_features(net, samples)
 
 
 def _fd(features, ref):

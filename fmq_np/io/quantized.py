@@ -37,7 +37,6 @@ VERSION = 1
 #: HDF5 object-format bounds: 1.10 headers carry checksums and stay readable by HDF5 >= 1.10
 _LIBVER = ("v110", "v114")
 _FLOAT_DTYPES = ("float16", "float32", "float64")
-_GRANULARITIES = ("tensor", "channel", "group")
 _ARRAY_KINDS = "biuf"
 _MAX_NDIM = 32
 _MAX_RATIO = 1100
@@ -246,20 +245,15 @@ def _same_bits(a, b):
 
 
 def _group_shape(shape, granularity, group_size):
-    """``(n_groups, group_len)`` of the QuantizedTensor layout, or None if the combination is impossible."""
-    size = 1
-    for d in shape:
-        size *= d
-    if size == 0 or granularity not in _GRANULARITIES:
+    """``(n_groups, group_len)`` of the QuantizedTensor layout, or None if the combination is impossible (a stored
+    group_size must be 0 unless the granularity is "group")."""
+    from ..quant.tensor import group_shape
+    if granularity != "group" and group_size != 0:
         return None
-    if granularity != "group":
-        if group_size != 0:
-            return None
-        rows = 1 if granularity == "tensor" or len(shape) <= 1 else shape[0]
-        return rows, size // rows
-    if group_size < 1 or (size // (1 if len(shape) <= 1 else shape[0])) % group_size:
+    try:
+        return group_shape(shape, granularity, group_size)
+    except InputError:
         return None
-    return size // group_size, group_size
 
 
 # ------------------------------------------------------------------------------------------------------- reading

@@ -30,10 +30,8 @@ import numpy as np
 
 from fmq_np._numba import resolve_device
 from fmq_np.errors import InputError
-from fmq_np.quant.tensor import QuantizedTensor
+from fmq_np.quant.tensor import GRANULARITIES, METHODS, QuantizedTensor, group_shape
 
-METHODS = ("ot", "uniform", "pwl", "log2", "ot-opt")
-GRANULARITIES = ("tensor", "channel", "group")
 #: methods the published code skips on tensors with fewer than 2**bits elements (``uniform`` never skips).
 PAPER_SKIPS = ("ot", "pwl", "log2")
 
@@ -47,17 +45,8 @@ def _kernels(device):
 
 
 def group_view(w, granularity, group_size, name="w"):
-    """``w`` viewed C-order as ``(n_groups, group_len)`` for ``granularity`` (see QuantizedTensor's layout)."""
-    if granularity == "tensor" or w.ndim <= 1:
-        chan = w.reshape(1, -1)
-    else:
-        chan = w.reshape(w.shape[0], -1)
-    if granularity != "group":
-        return chan
-    if chan.shape[1] % group_size:
-        raise InputError(f"tensor {name!r}: channel length {chan.shape[1]} is not a multiple of "
-                         f"group_size={group_size}")
-    return chan.reshape(-1, group_size)
+    """``w`` viewed C-order as ``(n_groups, group_len)`` for ``granularity`` (:func:`~fmq_np.quant.tensor.group_shape`)."""
+    return w.reshape(group_shape(w.shape, granularity, group_size, name))
 
 
 def ot(kern, w2, k):

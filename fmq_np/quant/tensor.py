@@ -19,6 +19,30 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from fmq_np.errors import InputError
+
+#: the quantizers (:mod:`fmq_np.quant.schemes`), by the name files and the command line use
+METHODS = ("ot", "uniform", "pwl", "log2", "ot-opt")
+GRANULARITIES = ("tensor", "channel", "group")
+
+
+def group_shape(shape, granularity, group_size=0, name="w"):
+    """``(n_groups, group_len)`` of an array of ``shape`` in the layout above; InputError naming the tensor when
+    the array is empty, the granularity unknown or ``group_size`` not a positive divisor of the channel length."""
+    size = int(np.prod(shape, dtype=np.int64))
+    if size == 0:
+        raise InputError(f"tensor {name!r} is empty")
+    if granularity not in GRANULARITIES:
+        raise InputError(f"granularity must be one of {', '.join(GRANULARITIES)}; got {granularity!r}")
+    rows = 1 if granularity == "tensor" or len(shape) <= 1 else int(shape[0])
+    if granularity != "group":
+        return rows, size // rows
+    if isinstance(group_size, bool) or not isinstance(group_size, (int, np.integer)) or group_size < 1 \
+            or (size // rows) % group_size:
+        raise InputError(f"tensor {name!r}: channel length {size // rows} is not a multiple of "
+                         f"group_size={group_size}")
+    return size // int(group_size), int(group_size)
+
 
 @dataclass(eq=False)
 class QuantizedTensor:

@@ -34,24 +34,16 @@ PREDICTABLE = ("ot", "ot-opt", "uniform", "pwl")
 
 
 def grouped(w, granularity="tensor", group_size=0, name="w"):
-    """float64 copy of ``w`` viewed as (n_groups, group_len) following the fmq_np.quant layout."""
+    """float64 copy of ``w`` viewed as (n_groups, group_len) following the fmq_np.quant layout
+    (:func:`fmq_np.quant.tensor.group_shape`)."""
+    from ..quant.tensor import group_shape
     w = np.asarray(w)
     if w.dtype.kind not in "fiu" or w.size == 0:
         raise InputError(f"{name} must be a non-empty real array, got dtype {w.dtype}, shape {w.shape}")
     w = w.astype(np.float64)
     if not np.isfinite(w).all():
         raise InputError(f"{name} contains NaN or Inf")
-    if granularity == "tensor":
-        return w.reshape(1, -1)
-    if granularity == "channel":
-        return w.reshape(1, -1) if w.ndim <= 1 else w.reshape(w.shape[0], -1)
-    if granularity == "group":
-        rows = w.reshape(1, -1) if w.ndim <= 1 else w.reshape(w.shape[0], -1)
-        if not isinstance(group_size, (int, np.integer)) or group_size < 1 or rows.shape[1] % group_size:
-            raise InputError(f"{name}: group_size {group_size!r} must be a positive divisor of the channel "
-                             f"length {rows.shape[1]}")
-        return rows.reshape(-1, group_size)
-    raise InputError(f"granularity must be 'tensor', 'channel' or 'group', got {granularity!r}")
+    return w.reshape(group_shape(w.shape, granularity, group_size, name))
 
 
 def weight_errors(w, w_hat, granularity="tensor", group_size=0, name="w"):
