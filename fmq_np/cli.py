@@ -187,7 +187,7 @@ def _train(args):
 
 
 def _sample(args):
-    from . import flow, images, io
+    from . import flow, images
     from ._memory import check_memory, memory_budget
     from .flow.shapes import sample_shape
     _check_input(args.model)

@@ -22,6 +22,7 @@ import re
 
 import numpy as np
 
+from ._checks import is_int
 from .errors import FormatError, InputError
 
 TOYS = ("moons", "8gaussians", "checkerboard", "swissroll")
@@ -96,7 +97,7 @@ def load(name, n=None, seed=0, return_labels=False, split="train"):
     without replacement by ``seed``. ``return_labels`` gives ``(x, y)`` (y int64) for labelled images.
     """
     key = canonical(name)
-    if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1):
+    if n is not None and (not is_int(n) or n < 1):
         raise InputError(f"n must be a positive integer, got {n!r}")
     if split not in SPLITS:
         raise InputError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")

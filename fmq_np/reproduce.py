@@ -33,6 +33,7 @@ import time
 
 import numpy as np
 
+from ._checks import is_int
 from .errors import FmqError, FormatError, InputError
 from .quant.tensor import METHODS
 
@@ -160,14 +161,14 @@ def check_args(datasets, bits, methods, scale, seed):
     for d in datasets:
         if d not in DATASETS:
             raise InputError(f"datasets: {d!r} is not part of the sweep; choose from {', '.join(DATASETS)}")
-    if not bits or any(isinstance(b, bool) or not isinstance(b, (int, np.integer)) or not 1 <= b <= 8
+    if not bits or any(not is_int(b) or not 1 <= b <= 8
                        for b in bits):
         raise InputError(f"bits must be a non-empty list of integers in 1..8, got {bits!r}")
     if isinstance(methods, str) or not methods or any(m not in METHODS for m in methods):
         raise InputError(f"methods must be a non-empty list from {', '.join(METHODS)}, got {methods!r}")
     if scale not in SCALES:
         raise InputError(f"scale must be one of {', '.join(SCALES)}, got {scale!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+    if not is_int(seed) or seed < 0:
         raise InputError(f"seed must be a non-negative integer, got {seed!r}")
     return list(dict.fromkeys(datasets)), sorted({int(b) for b in bits}), list(dict.fromkeys(methods))
 

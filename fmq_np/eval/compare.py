@@ -9,6 +9,7 @@ Every figure is float64:
 """
 import numpy as np
 
+from .._checks import is_int
 from ..errors import InputError
 from .metrics import mmd, psnr, sliced_w2, ssim
 
@@ -47,7 +48,7 @@ def compare(model, quantized_model, data, n=256, solver="heun2", steps=20, seed=
     unbiased MMD² of each sample set to those data points, with one Gaussian bandwidth (``mmd_bandwidth``, the
     median heuristic on the float samples and the data)."""
     from ..flow import noise, sample
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:
+    if not is_int(n) or n < 2:
         raise InputError(f"n must be an integer >= 2, got {n!r}")
     data = np.asarray(data)
     if len(data) < 2 * n:

@@ -18,6 +18,7 @@ where the percentile interval would not. All arithmetic is float64.
 """
 import numpy as np
 
+from .._checks import is_int
 from ..errors import InputError
 from .metrics import _sym_sqrt
 
@@ -143,6 +144,6 @@ def _features(name, f, d=None):
 
 
 def _positive_int(name, v, low):
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
+    if not is_int(v) or v < low:
         raise InputError(f"{name} must be an integer >= {low}, got {v!r}")
     return int(v)

@@ -35,6 +35,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .._progress import Progress
+from .._checks import is_int
 from ..errors import InputError
 from .shapes import check_data
 from .solvers import check_solver, integrate
@@ -66,7 +67,7 @@ class Likelihood(NamedTuple):
 
 
 def _check_positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+    if not is_int(value) or value < 1:
         raise InputError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
 
@@ -180,11 +181,11 @@ def log_likelihood(model, x, method="exact", solver="heun2", steps=50, seed=0, n
     n_probes = _check_positive_int("n_probes", n_probes)
     if method == "exact" and n_probes != 1:
         raise InputError(f"n_probes={n_probes} applies to method='hutchinson' only")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+    if not is_int(seed) or seed < 0:
         raise InputError(f"seed must be a non-negative integer, got {seed!r}")
     batch_size = _check_positive_int("batch_size", batch_size)
     max_rows = _check_positive_int("max_rows", max_rows)
-    if levels is not None and (isinstance(levels, bool) or not isinstance(levels, (int, np.integer))
+    if levels is not None and (not is_int(levels)
                                or levels < 2):
         raise InputError(f"levels must be None or an integer >= 2, got {levels!r}")
     check_data(model, x, "x")

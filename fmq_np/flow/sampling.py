@@ -2,6 +2,7 @@
 import numpy as np
 
 from .._progress import Progress
+from .._checks import is_int
 from ..errors import InputError
 from .shapes import check_data, sample_shape
 from .solvers import check_solver, integrate
@@ -20,21 +21,30 @@ def velocity_field(model):
     return f
 
 
-def sample(model, n=1000, solver="heun2", steps=50, seed=0, x0=None, batch_size=4096, atol=1e-5, rtol=1e-5,
+#: values per sampling batch when ``batch_size`` is not given: ~1 MB of float32 state per batch keeps a U-Net's
+#: activations in cache (28×28 images, one core: 3.5 ms per image and velocity at batch 250, 4.6 ms at batch 1000)
+BATCH_VALUES = 1 << 18
+
+
+def sample(model, n=1000, solver="heun2", steps=50, seed=0, x0=None, batch_size=None, atol=1e-5, rtol=1e-5,
            progress=None):
     """Draw ``n`` samples: integrate ``model`` from the noise of ``seed`` (or the given ``x0``) with ``solver``.
 
     Returns float32 (n, *sample_shape). Passing the same ``seed`` (or ``x0``) to two models gives the pathwise
-    comparison the quantization bounds speak of. Work is split into batches of ``batch_size`` samples.
+    comparison the quantization bounds speak of. Work is split into batches of ``batch_size`` samples (default:
+    :data:`BATCH_VALUES` values per batch, e.g. 334 images of 28×28; an adaptive solver chooses its steps per
+    batch).
     """
     check_solver(solver, steps)
     if x0 is None:
-        if not isinstance(n, (int, np.integer)) or n < 1:
+        if not is_int(n) or n < 1:
             raise InputError(f"n must be a positive integer, got {n!r}")
         x0 = noise(model, n, seed)
     else:
         x0 = check_data(model, x0, "x0")
-    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+    if batch_size is None:
+        batch_size = max(1, BATCH_VALUES // max(1, int(np.prod(x0.shape[1:]))))
+    if not is_int(batch_size) or batch_size < 1:
         raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
     f = velocity_field(model)
     out = np.empty_like(x0)

@@ -10,6 +10,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .._checks import is_int
 from ..errors import FmqError, InputError
 
 FIXED_STEP = ("euler", "midpoint", "heun2", "rk4")
@@ -28,7 +29,7 @@ def check_solver(solver, steps):
     """InputError unless ``solver`` is known and ``steps`` is a positive integer."""
     if solver not in SOLVERS:
         raise InputError(f"unknown solver {solver!r}; choose from {', '.join(SOLVERS)}")
-    if not isinstance(steps, (int, np.integer)) or steps < 1:
+    if not is_int(steps) or steps < 1:
         raise InputError(f"steps must be a positive integer, got {steps!r}")
 
 

@@ -46,6 +46,7 @@ import math
 
 import numpy as np
 
+from .._checks import is_int
 from ..errors import InputError
 from . import kernels
 from .layers import Conv2d, GroupNorm, Linear, Module, SiLU
@@ -67,7 +68,7 @@ TORCHCFM_CHANNEL_MULT = {512: (0.5, 1, 1, 2, 2, 4, 4), 256: (1, 1, 2, 2, 4, 4), 
 
 
 def _int(name, value, low, allow=()):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or (value < low and value not in allow):
+    if not is_int(value) or (value < low and value not in allow):
         extra = f" or {', '.join(map(str, allow))}" if allow else ""
         raise InputError(f"ADMUNet: {name} must be an integer >= {low}{extra}, got {value!r}")
     return int(value)

@@ -7,6 +7,7 @@ the model's dtype (float32 unless ``m.astype(np.float64)``); the returned arrays
 """
 import numpy as np
 
+from .._checks import is_int
 from ..errors import InputError
 from .layers import Conv2d, Flatten, GlobalAvgPool, GroupNorm, Linear, Module, ResBlock, TimeEmbedding
 
@@ -35,7 +36,7 @@ def _check_xt(x, t, tail, dtype):
 
 
 def _check_int(name, value, low):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+    if not is_int(value) or value < low:
         raise InputError(f"{name} must be an integer >= {low}, got {value!r}")
     return int(value)
 

@@ -61,6 +61,7 @@ import math
 
 import numpy as np
 
+from fmq_np._checks import is_int
 from fmq_np.errors import FormatError, InputError
 
 FORMAT = "fmq_np.calibration"
@@ -220,7 +221,7 @@ def _check_model(model):
 
 
 def _pos_int(name, v):
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+    if not is_int(v) or v < 1:
         raise InputError(f"{name} must be a positive integer, got {v!r}")
     return int(v)
 
@@ -259,18 +260,19 @@ def calibrate(model, data=None, n=64, solver="heun2", steps=8, seed=0, train_pai
     """
     from fmq_np.flow.solvers import check_solver
     from fmq_np.quant.model import weights_digest
-    from fmq_np.quant.schemes import METHODS, _check_bits
+    from fmq_np._checks import check_bits
+    from fmq_np.quant.tensor import METHODS
     _check_model(model)
     n, batch_size, sens_states = _pos_int("n", n), _pos_int("batch_size", batch_size), _pos_int("sens_states",
                                                                                                  sens_states)
     check_solver(solver, steps)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+    if not is_int(seed) or seed < 0:
         raise InputError(f"seed must be a non-negative integer, got {seed!r}")
     if sens_method not in METHODS:
         raise InputError(f"sens_method must be one of {', '.join(METHODS)}; got {sens_method!r}")
     if isinstance(widths, (int, np.integer)) or not hasattr(widths, "__iter__"):
         raise InputError(f"widths must be a sequence of bit widths, got {widths!r}")
-    widths = sorted({_check_bits(b, "widths") for b in widths})
+    widths = sorted({check_bits(b, "widths") for b in widths})
     if not widths:
         raise InputError("widths must name at least one bit width")
     params = model.parameters()
@@ -289,7 +291,7 @@ def _calibrate(model, data, n, solver, steps, seed, train_pairs, widths, sens_me
     n_traj = len(x)
     if train_pairs is None:
         train_pairs = n_traj // 4 if data is not None else 0
-    if isinstance(train_pairs, bool) or not isinstance(train_pairs, (int, np.integer)) or train_pairs < 0:
+    if not is_int(train_pairs) or train_pairs < 0:
         raise InputError(f"train_pairs must be a non-negative integer, got {train_pairs!r}")
     if train_pairs and data is None:
         raise InputError("train_pairs > 0 needs data (the training path's x1)")
@@ -509,7 +511,8 @@ def quantize_calibrated(named_arrays, bits, method, calibration, error_feedback_
     (W − Ŵ)·mean(x) added back when ``bias_correction``.
     """
     from fmq_np.quant.model import QuantizedModel, weights_digest
-    from fmq_np.quant.schemes import _check_bits, as_float_array, quantize_checked
+    from fmq_np._checks import check_bits
+    from fmq_np.quant.schemes import as_float_array, quantize_checked
     from fmq_np.quant.tensor import QuantizedTensor
     if not isinstance(calibration, Calibration):
         raise InputError(f"calibration must be a Calibration (from fmq_np.quant.calibrate), got "
@@ -524,7 +527,7 @@ def quantize_calibrated(named_arrays, bits, method, calibration, error_feedback_
             raise InputError(f"bits must be finite, got {bits!r}")
         smallest = calibration.widths[0]
     else:
-        smallest = _check_bits(int(bits) if isinstance(bits, (float, np.floating)) else bits)
+        smallest = check_bits(int(bits) if isinstance(bits, (float, np.floating)) else bits)
     floats = [k for k, a in arrays.items() if a.dtype.kind == "f" and a.ndim > 1]
     # as quantize_model's default policy: a tiny tensor (at the smallest width it may get) is kept in float, and left
     # out of the bits budget

@@ -7,7 +7,8 @@ import hashlib
 import numpy as np
 
 from fmq_np.errors import InputError
-from fmq_np.quant.schemes import _check_bits, as_float_array, check_options, paper_skip_reason, quantize_checked
+from fmq_np._checks import check_bits
+from fmq_np.quant.schemes import as_float_array, check_options, paper_skip_reason, quantize_checked
 from fmq_np.quant.tensor import QuantizedTensor
 
 
@@ -166,7 +167,7 @@ def quantize_model(named_arrays, bits=3, method="ot", granularity="channel", gro
             b, why = default_policy(paper_compat)(name, array, bits), "1-D tensor kept in float (default policy)"
         else:
             b, why = policy(name, array), "kept in float by policy"
-            b = None if b is None else _check_bits(b, f"policy({name!r})")
+            b = None if b is None else check_bits(b, f"policy({name!r})")
         if b is not None and paper_compat:
             rule = paper_skip_reason(array.size, b, method)
             b, why = (None, rule) if rule else (b, why)

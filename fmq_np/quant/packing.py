@@ -12,18 +12,13 @@ import numpy as np
 from numba import prange
 
 from .._numba import jit
+from .._checks import check_bits, is_int
 from ..errors import InputError
 
 
 def packed_nbytes(n, bits):
     """Bytes needed for ``n`` codes of ``bits`` bits: ``ceil(n * bits / 8)``."""
     return (int(n) * int(bits) + 7) // 8
-
-
-def _check_bits(bits):
-    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not 1 <= bits <= 8:
-        raise InputError(f"bits must be an integer in 1..8, got {bits!r}")
-    return int(bits)
 
 
 def pack_codes(codes, bits):
@@ -47,7 +42,7 @@ def unpack_codes(packed, bits, n):
 def checked_codes(codes, bits):
     """Validated ``(flat C-contiguous uint8 codes, bits)`` for packing; InputError otherwise (shared with the GPU
     twin)."""
-    bits = _check_bits(bits)
+    bits = check_bits(bits)
     codes = np.asarray(codes)
     if codes.dtype != np.uint8:
         raise InputError(f"codes must be uint8, got {codes.dtype}")
@@ -60,11 +55,11 @@ def checked_codes(codes, bits):
 def checked_packed(packed, bits, n):
     """Validated ``(contiguous packed bytes, bits, n)`` for unpacking: the byte count must be exactly
     ``packed_nbytes(n, bits)``; InputError otherwise (shared with the GPU twin)."""
-    bits = _check_bits(bits)
+    bits = check_bits(bits)
     packed = np.asarray(packed)
     if packed.dtype != np.uint8 or packed.ndim != 1:
         raise InputError(f"packed codes must be a 1-D uint8 array, got {packed.dtype} {packed.shape}")
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+    if not is_int(n) or n < 0:
         raise InputError(f"number of codes must be a non-negative integer, got {n!r}")
     expected = packed_nbytes(n, bits)
     if packed.size != expected:

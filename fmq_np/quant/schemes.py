@@ -29,6 +29,7 @@ import warnings
 import numpy as np
 
 from fmq_np._numba import resolve_device
+from fmq_np._checks import check_bits, is_int
 from fmq_np.errors import InputError
 from fmq_np.quant.tensor import GRANULARITIES, METHODS, QuantizedTensor, group_shape
 
@@ -159,21 +160,15 @@ def published_scheme(method, dtype):
     return run
 
 
-def _check_bits(bits, name="bits"):
-    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not 1 <= bits <= 8:
-        raise InputError(f"{name} must be an integer in 1..8, got {bits!r}")
-    return int(bits)
-
-
 def check_options(bits, method, granularity, group_size, paper_compat):
     """Validate the options shared by :func:`quantize` and ``quantize_model``; returns (bits, group_size)."""
-    bits = _check_bits(bits)
+    bits = check_bits(bits)
     if method not in METHODS:
         raise InputError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
     if granularity not in GRANULARITIES:
         raise InputError(f"granularity must be one of {', '.join(GRANULARITIES)}; got {granularity!r}")
     if granularity == "group":
-        if isinstance(group_size, bool) or not isinstance(group_size, (int, np.integer)) or group_size < 1:
+        if not is_int(group_size) or group_size < 1:
             raise InputError(f"granularity='group' needs a positive integer group_size, got {group_size!r}")
         group_size = int(group_size)
     elif group_size is not None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from fmq_np._checks import is_int
 from fmq_np.errors import InputError
 
 #: the quantizers (:mod:`fmq_np.quant.schemes`), by the name files and the command line use
@@ -37,7 +38,7 @@ def group_shape(shape, granularity, group_size=0, name="w"):
     rows = 1 if granularity == "tensor" or len(shape) <= 1 else int(shape[0])
     if granularity != "group":
         return rows, size // rows
-    if isinstance(group_size, bool) or not isinstance(group_size, (int, np.integer)) or group_size < 1 \
+    if not is_int(group_size) or group_size < 1 \
             or (size // rows) % group_size:
         raise InputError(f"tensor {name!r}: channel length {size // rows} is not a multiple of "
                          f"group_size={group_size}")

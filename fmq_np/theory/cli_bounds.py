@@ -15,6 +15,7 @@ computed, ``inf`` where they overflow.
 """
 import numpy as np
 
+from .._checks import is_int
 from ..errors import FormatError, InputError
 from . import flow_bounds, lipschitz, network, report, weights
 from .tube import TubeBound, euler_tube_bound, mlp_tube_bound, unet_tube_bound
@@ -179,11 +180,11 @@ def run_bounds(model_path, quantized_path, json_out=None, n_samples=256, solver=
     sub-boxes per axis tighten the MLP's certified bounds (cost ∝ splits^(dim+1)); for the U-Net they cut the
     t-interval into that many pieces; ``margin`` widens the box.
     """
-    if not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
+    if not is_int(n_samples) or n_samples < 1:
         raise InputError(f"n_samples must be a positive integer, got {n_samples!r}")
-    if isinstance(splits, bool) or not isinstance(splits, (int, np.integer)) or splits < 1:
+    if not is_int(splits) or splits < 1:
         raise InputError(f"splits must be a positive integer, got {splits!r}")
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+    if not is_int(steps) or steps < 1:
         raise InputError(f"steps must be a positive integer, got {steps!r}")
     if isinstance(margin, bool) or not isinstance(margin, (int, float, np.integer, np.floating)) or \
             not (np.isfinite(margin) and margin >= 0):

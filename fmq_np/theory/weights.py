@@ -28,6 +28,7 @@ interpolation of Q between sample values (≈ 1% at 300 values per channel and 2
 """
 import numpy as np
 
+from .._checks import check_bits
 from ..errors import InputError
 
 PREDICTABLE = ("ot", "ot-opt", "uniform", "pwl")
@@ -59,12 +60,6 @@ def weight_errors(w, w_hat, granularity="tensor", group_size=0, name="w"):
     n = a.size
     return dict(n=n, frobenius=float(np.sqrt(sq)), mse=sq / n, rms=float(np.sqrt(sq / n)),
                 max_abs=float(np.abs(d).max()), w2=float(np.sqrt(w2_sq / n)))
-
-
-def _check_bits(bits):
-    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not 1 <= bits <= 8:
-        raise InputError(f"bits must be an integer in 1..8, got {bits!r}")
-    return int(bits)
 
 
 def panter_dite_integral(values):
@@ -110,7 +105,7 @@ def _predict_row(row, k, method):
 
 def predicted_mse(w, bits, method, granularity="tensor", group_size=0, name="w"):
     """Predicted per-weight MSE of quantizing ``w`` with ``method`` at ``bits`` (see module doc), before quantizing."""
-    bits = _check_bits(bits)
+    bits = check_bits(bits)
     if method not in PREDICTABLE:
         raise InputError(f"no error prediction for method {method!r}; available: {', '.join(PREDICTABLE)}")
     g = grouped(w, granularity, group_size, name)
