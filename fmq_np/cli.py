@@ -299,7 +299,10 @@ def _evaluate(args):
     name = datasets.canonical(name)
     data = datasets.load(name, n=2 * args.n, seed=args.seed + 1) if name in datasets.TOYS else \
         datasets.load(name, seed=args.seed + 1)
-    res = compare(model, qmodel, data, n=args.n, solver=args.solver, steps=args.steps, seed=args.seed)
+    if args.likelihood < 0:
+        raise FmqError(f"--likelihood must be >= 0, got {args.likelihood}")
+    res = compare(model, qmodel, data, n=args.n, solver=args.solver, steps=args.steps, seed=args.seed,
+                  likelihood=min(args.likelihood, args.n))
     res.update(model=args.model, quantized=args.quantized, quantizer=kind, dataset=name)
     if args.json:
         with atomic_path(args.json) as tmp, open(tmp, "w") as fh:
@@ -312,6 +315,11 @@ def _evaluate(args):
           f"(two data draws: {res['sw2_data']:.4g})")
     print(f"  MMD^2 to data (bandwidth {res['mmd_bandwidth']:.3g}): float {res['mmd_float']:.3g}, "
           f"quantized {res['mmd_quantized']:.3g}")
+    if "bits_per_dim" in res:
+        b = res["bits_per_dim"]
+        print(f"  bits/dim on {b['n']} data points ({b['method']}): float {b['float']:.4g}, quantized "
+              f"{b['quantized']:.4g} (difference {b['quantized_minus_float']:+.3g}, 95% [{b['ci'][0]:+.3g}, "
+              f"{b['ci'][1]:+.3g}])")
 
 
 def _bench(args):
@@ -628,6 +636,9 @@ def build_parser():
     p.add_argument("--solver", choices=SOLVERS, default="heun2", help="ODE solver (default heun2)")
     p.add_argument("--steps", type=int, default=20, help="solver steps (default 20)")
     p.add_argument("--seed", type=_seed, default=0, help="seed of data points and noise (default 0)")
+    p.add_argument("--likelihood", type=int, default=32, metavar="N",
+                   help="bits/dim of both models on N of the -n data points (images: Hutchinson, pixel units; 2-D: "
+                        "exact divergence), with the paired difference; 0 skips it (default 32)")
     p.add_argument("--json", help="also write the figures as JSON here")
     _add_external_options(p)
     p.set_defaults(run=_evaluate)

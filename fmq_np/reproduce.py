@@ -349,13 +349,12 @@ class Evaluator:
 
     def likelihood_row(self, bpd):
         """``{bits_per_dim, minus_float, ci_minus_float, n}``: mean bits/dim and the paired difference to the
-        float model with a normal 95 % interval (mean ± 1.96 standard errors), or None."""
+        float model (:func:`fmq_np.eval.paired_difference`), or None."""
+        from .eval import paired_difference
         if bpd is None:
             return None
-        d = bpd - self.bpd_float
-        half = 1.96 * float(np.std(d, ddof=1)) / np.sqrt(len(d)) if len(d) > 1 else float("inf")
-        return dict(bits_per_dim=float(np.mean(bpd)), minus_float=float(np.mean(d)),
-                    ci_minus_float=[float(np.mean(d) - half), float(np.mean(d) + half)], n=len(d))
+        d = paired_difference(self.bpd_float, bpd)
+        return dict(bits_per_dim=d["mean"], minus_float=d["minus"], ci_minus_float=d["ci_minus"], n=d["n"])
 
     def _latent(self, model):
         """The paper's latent stability: PCA of the encoder + middle-block features at t = 0 on the real images."""

@@ -47,6 +47,17 @@ def test_compare_a_model_with_itself_and_with_its_quantized_versions():
         compare(model, model, data, n=300)
 
 
+def test_likelihood_of_a_model_against_itself_differs_by_nothing():
+    model = fq.nn.MLPVelocity(dim=2, hidden=32, depth=2, seed=1)
+    data = fq.datasets.load("moons", n=400, seed=0)
+    same = compare(model, model, data, n=100, steps=4, likelihood=20)["bits_per_dim"]
+    assert same["quantized_minus_float"] == 0 and same["float"] == same["quantized"] and same["n"] == 20
+    other = compare(model, _quantized_copy(model, 2), data, n=100, steps=4, likelihood=20)["bits_per_dim"]
+    assert other["float"] == same["float"] and other["quantized_minus_float"] != 0
+    with pytest.raises(InputError, match="likelihood"):
+        compare(model, model, data, n=100, likelihood=-1)
+
+
 def test_evaluate_command(tmp_path, capsys):
     m, q, js = (str(tmp_path / f) for f in ("m.h5", "q.h5", "e.json"))
     assert main(["train", "--dataset", "moons", "--steps", "20", "--hidden", "16", "--depth", "1",
@@ -58,6 +69,9 @@ def test_evaluate_command(tmp_path, capsys):
     assert "RMS drift" in out and "sliced-W2" in out and "MMD^2" in out
     res = json.load(open(js))
     assert res["dataset"] == "moons" and res["n"] == 64 and res["drift"] > 0
+    bpd = res["bits_per_dim"]                     # default --likelihood 32, exact divergence on 2-D data
+    assert bpd["n"] == 32 and bpd["method"] == "exact" and "bits/dim on 32 data points (exact)" in out
+    assert bpd["ci"][0] <= bpd["quantized_minus_float"] <= bpd["ci"][1]
     other = str(tmp_path / "other.h5")
     assert main(["train", "--dataset", "moons", "--steps", "2", "--hidden", "8", "--depth", "1", "--out", other]) == 0
     capsys.readouterr()
