@@ -32,6 +32,18 @@ def _weights(rng):
             "c.weight": rng.standard_t(3, (20, 200)).astype(np.float32)}
 
 
+def _safetensors(tmp_path, seed):
+    src = str(tmp_path / "w.safetensors")
+    fq.io.write_safetensors(src, _weights(np.random.default_rng(seed)))
+    return src
+
+
+def _local_run(src, tmp_path, bits):
+    local = str(tmp_path / "local.h5")
+    fq.quant.quantize_file(src, local, bits=bits, progress=False)
+    return local
+
+
 def _same_packed(p, q):
     a, b = fq.io.load(p), fq.io.load(q)
     assert list(a.tensors) == list(b.tensors) and a.meta == b.meta
@@ -57,8 +69,7 @@ def test_dask_output_equals_the_local_run(client, tmp_path, fmt):
 
 
 def test_dask_dequantized_safetensors_are_the_local_bytes(client, tmp_path):
-    src = str(tmp_path / "w.safetensors")
-    fq.io.write_safetensors(src, _weights(np.random.default_rng(1)))
+    src = _safetensors(tmp_path, 1)
     a, b = str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors")
     fq.quant.quantize_file(src, a, bits=2, progress=False)
     fq.quant.quantize_file(src, b, bits=2, progress=False, client=client)
@@ -66,8 +77,7 @@ def test_dask_dequantized_safetensors_are_the_local_bytes(client, tmp_path):
 
 
 def test_cli_scheduler_address(cluster, tmp_path, capsys):
-    src = str(tmp_path / "w.safetensors")
-    fq.io.write_safetensors(src, _weights(np.random.default_rng(2)))
+    src = _safetensors(tmp_path, 2)
     local, spread = str(tmp_path / "local.h5"), str(tmp_path / "dask.h5")
     assert main(["quantize", src, "--bits", "4", "--out", local]) == 0
     assert main(["quantize", src, "--bits", "4", "--out", spread, "--scheduler", cluster.scheduler_address]) == 0
@@ -76,23 +86,17 @@ def test_cli_scheduler_address(cluster, tmp_path, capsys):
 
 
 def test_local_processes_give_the_local_output(tmp_path):
-    src = str(tmp_path / "w.safetensors")
-    fq.io.write_safetensors(src, _weights(np.random.default_rng(3)))
-    local, procs = str(tmp_path / "local.h5"), str(tmp_path / "procs.h5")
-    fq.quant.quantize_file(src, local, bits=3, progress=False)
+    src = _safetensors(tmp_path, 3)
+    local, procs = _local_run(src, tmp_path, 3), str(tmp_path / "procs.h5")
     fq.quant.quantize_file(src, procs, bits=3, progress=False, workers=2)
     _same_packed(local, procs)
 
 
 def test_resume_through_dask_skips_what_is_done(client, tmp_path):
-    src = str(tmp_path / "w.safetensors")
-    fq.io.write_safetensors(src, _weights(np.random.default_rng(4)))
-    local, spread = str(tmp_path / "local.h5"), str(tmp_path / "dask.h5")
-    fq.quant.quantize_file(src, local, bits=3, progress=False)
-    calls = []
+    src = _safetensors(tmp_path, 4)
+    local, spread = _local_run(src, tmp_path, 3), str(tmp_path / "dask.h5")
 
     def stop_after_two(done, total, name, nbytes):
-        calls.append(name)
         if done == 2:
             raise KeyboardInterrupt
     with pytest.raises(KeyboardInterrupt):
