@@ -3,7 +3,8 @@
     python benchmarks/train_models.py mnist fashion        # or: all
     python benchmarks/train_models.py --status
 
-Each U-Net run checkpoints to benchmarks/checkpoints/<name>.ckpt.h5 every 250 steps (commit these to carry a run
+Each U-Net run checkpoints to benchmarks/checkpoints/<name>.ckpt.h5 (stage k >= 2 of a recipe with continuation
+stages: <name>.ckpt.stage<k>.h5) every 250 steps (commit these to carry a run
 over to another machine) and, when finished, writes data/models/<name>.h5; the FD feature nets (features_<dataset>,
 minutes each) train in one go to data/models/features_<dataset>.h5. Ctrl-C / SIGTERM stop after the step in
 progress with a checkpoint; running the same command again resumes. On 2 cores run two names at once, each with
@@ -22,16 +23,28 @@ CKPT = os.path.join(ROOT, "benchmarks", "checkpoints")
 MODELS = os.path.join(ROOT, "data", "models")
 
 
+def finished(name, out):
+    """Whether ``out`` exists and, for a U-Net, was trained by the current recipe ``name`` (a U-Net of an older
+    recipe is redone, resuming from its stage checkpoints)."""
+    if not os.path.exists(out):
+        return False
+    return name in recipes.FEATURE_RECIPES or fq.io.load_model(out)[1].get("recipe") == recipes.recipe(name)[1]
+
+
 def status():
     for name in [*recipes.RECIPES, *recipes.FEATURE_RECIPES]:
-        steps = recipes.recipe(name)[1]["steps"]
-        out, ck = os.path.join(MODELS, f"{name}.h5"), os.path.join(CKPT, f"{name}.ckpt.h5")
-        if os.path.exists(out):
+        settings = recipes.recipe(name)[1]
+        out = os.path.join(MODELS, f"{name}.h5")
+        if finished(name, out):
             print(f"{name}: finished ({fq.io.load_model(out)[1].get('trained_steps')} steps) -> {out}")
-        elif os.path.exists(ck):
-            print(f"{name}: at step {fq.io.load_model(ck)[1].get('trained_steps')} of {steps} ({ck})")
-        else:
-            print(f"{name}: not started ({steps} steps)")
+            continue
+        done = 0
+        for k, stage in enumerate(recipes.stages(settings), start=1):
+            ck = recipes.stage_checkpoint(os.path.join(CKPT, f"{name}.ckpt.h5"), k)
+            if os.path.exists(ck):
+                done += fq.io.load_model(ck)[1].get("trained_steps", 0) if name in recipes.RECIPES else 0
+        print(f"{name}: at step {done} of {recipes.total_steps(settings)}"
+              + (" (an older recipe's model is in data/models)" if os.path.exists(out) else ""))
 
 
 def main():
@@ -50,7 +63,7 @@ def main():
     signal.signal(signal.SIGTERM, signal.default_int_handler)   # SIGTERM checkpoints like Ctrl-C
     for name in names:
         out = os.path.join(MODELS, f"{name}.h5")
-        if os.path.exists(out):
+        if finished(name, out):
             print(f"{name}: already trained -> {out}", flush=True)
             continue
         if name in recipes.FEATURE_RECIPES:

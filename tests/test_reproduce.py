@@ -19,7 +19,7 @@ def write_models(folder, names):
     for name in names:
         dataset, settings = recipes.recipe(name)
         fq.io.save_model(os.path.join(folder, f"{name}.h5"), recipes.build(name),
-                         meta={"dataset": dataset, "recipe": settings, "trained_steps": settings["steps"],
+                         meta={"dataset": dataset, "recipe": settings, "trained_steps": recipes.total_steps(settings),
                                "seconds": 1.0})
         if datasets.has_labels(dataset):
             c, size, _ = datasets.data_shape(dataset)
@@ -163,14 +163,28 @@ def test_ctrl_c_keeps_the_results_so_far(sweep, models, monkeypatch, tmp_path):
 
 
 def test_paper_sampler_check_reports_its_fd_and_the_gap(models, monkeypatch, tmp_path):
-    monkeypatch.setitem(reproduce.SCALES, "tiny", dict(reproduce.SCALES["tiny"], paper_check=True))
+    monkeypatch.setitem(reproduce.SCALES, "tiny", dict(reproduce.SCALES["tiny"], paper_check=16))
     monkeypatch.setitem(reproduce.PAPER_STEPS, "midpoint", 3)
     res = reproduce.run(str(tmp_path), datasets=["mnist"], bits=(2,), methods=["ot"], scale="tiny",
                         progress=False, models_dir=models)
     paper = res["datasets"]["mnist"]["paper_sampler"]
-    assert paper["solver"] == "midpoint" and paper["steps"] == 3
+    assert paper["solver"] == "midpoint" and paper["steps"] == 3 and paper["n_samples"] == 16
+    assert paper["fd"]["n_samples"] == paper["fd_default_same_noise"]["n_samples"] == 16
     assert paper["fd"]["ci"][0] <= paper["fd"]["ci"][1] and "diff" in paper["fd_minus_default"]
-    assert "The paper's sampler (midpoint, 3 steps" in open(tmp_path / "report.md").read()
+    report = open(tmp_path / "report.md").read()
+    assert "The paper's sampler (midpoint, 3 steps, " in report and "on the first 16 noise vectors" in report
+
+
+def test_paper_sampler_with_the_default_settings_gives_the_default_fd(models, monkeypatch, tmp_path):
+    """With the paper's steps set to the default's, the check samples exactly the default's images: equal FDs."""
+    monkeypatch.setitem(reproduce.SCALES, "tiny", dict(reproduce.SCALES["tiny"], paper_check=24))
+    monkeypatch.setitem(reproduce.PAPER_STEPS, "midpoint", reproduce.SCALES["tiny"]["steps"])
+    res = reproduce.run(str(tmp_path), datasets=["mnist"], bits=(2,), methods=["ot"], scale="tiny",
+                        progress=False, models_dir=models)
+    entry = res["datasets"]["mnist"]
+    paper = entry["paper_sampler"]
+    assert paper["fd"]["fd"] == paper["fd_default_same_noise"]["fd"] == entry["fd_float"]["fd"]
+    assert paper["fd_minus_default"]["diff"] == 0 and not paper["fd_minus_default"]["significant"]
 
 
 # ------------------------------------------------------------------------------------------------ bad input
@@ -196,7 +210,7 @@ def test_corrupt_model_is_a_format_error_naming_the_file(tmp_path):
 def test_model_trained_with_other_settings_is_refused(tmp_path):
     dataset, settings = recipes.recipe("mnist")
     fq.io.save_model(str(tmp_path / "mnist.h5"), recipes.build("mnist"),
-                     meta={"dataset": dataset, "recipe": dict(settings, lr=0.5), "trained_steps": settings["steps"]})
+                     meta={"dataset": dataset, "recipe": dict(settings, lr=0.5), "trained_steps": recipes.total_steps(settings)})
     with pytest.raises(fq.FormatError, match="trained with other settings"):
         reproduce.run(str(tmp_path / "r"), datasets=["mnist"], scale="tiny", progress=False, models_dir=str(tmp_path))
 
