@@ -9,7 +9,7 @@ import numpy as np
 
 from .._progress import Progress
 from .._checks import is_int
-from ..errors import FmqError, InputError
+from ..errors import FmqError, FormatError, InputError
 from .coupling import ot_pairing
 from .paths import condot_sample, time_sampler
 from .shapes import check_data
@@ -196,7 +196,7 @@ def _restore(path, model, opt, ema, rng, history):
     opt.load_state_dict(state["optim"])
     if ema is not None:
         if state["ema"] is None:
-            raise FmqError(f"{path}: checkpoint has no EMA state but ema_decay > 0")
+            raise FormatError(f"{path}: checkpoint has no EMA state but ema_decay > 0")
         ema.load_state_dict(state["ema"])
     rng.bit_generator.state = state["rng"]
     h = state["history"]

@@ -20,7 +20,7 @@ import json
 import h5py
 import numpy as np
 
-from ..errors import FmqError, FormatError
+from ..errors import FmqError, FormatError, InputError
 from ._h5 import LIBVER, atomic_h5, check_format, open_h5, read_attr, read_dataset, set_str
 
 FORMAT = "fmq_np.model"
@@ -192,7 +192,7 @@ def read_params(f, group, reference, path):
 def _write_arrays(group, arrays):
     for name, arr in arrays.items():
         if "/" in name:
-            raise FmqError(f"parameter name {name!r} contains '/', which HDF5 paths cannot hold")
+            raise InputError(f"parameter name {name!r} contains '/', which HDF5 paths cannot hold")
         arr = np.ascontiguousarray(arr)
         opts = _DATASET_OPTIONS if arr.ndim and arr.size else {}
         group.create_dataset(name, data=arr, **opts)
