@@ -691,8 +691,8 @@ def build_parser():
                                    "features (with its real-data floor, paired bootstrap intervals and differences "
                                    "to ot and to the float model), sample drift and latent stability; write "
                                    "OUT/report.md with a verdict on the paper's claim per dataset, OUT/results.json, "
-                                   "sample grids and a plot. Ctrl-C keeps the results so far. The default run takes "
-                                   "~30 min on 2 cores, --quick ~10 min.")
+                                   "sample grids and a plot. Ctrl-C keeps the results so far. Measured on 2 cores: "
+                                   "the default run 77 min of one-core work, --quick 8 min.")
     p.add_argument("--out", default="runs/repro", help="output folder (default runs/repro)")
     p.add_argument("--quick", action="store_true",
                    help=f"the quick run: datasets {','.join(QUICK['datasets'])}, bits "
@@ -704,8 +704,9 @@ def build_parser():
                    help=f"comma-separated quantizers (default {','.join(METHODS)}); the paper's ot, uniform, "
                         "pwl, log2 run with paper_compat=True, ot-opt is the exact W2-optimal codebook")
     p.add_argument("--scale", choices=tuple(SCALES), default=None,
-                   help="run size: tiny (smoke test, seconds), quick (1000 samples, one noise seed), default "
-                        "(1000 samples, 3 noise seeds at 2-3 bits, the paper's sampler for the float model), paper "
+                   help="run size: tiny (smoke test, seconds), quick (500 samples, one noise seed), default "
+                        "(1000 samples, 3 noise seeds at 2-3 bits, the paper's sampler for the float model on 300 "
+                        "of them), paper "
                         "(2000 samples, the paper's samplers everywhere: hours)")
     p.add_argument("--models", default=None, metavar="DIR",
                    help="folder of <dataset>.h5 float models and features_<dataset>.h5 nets (default: the shipped "

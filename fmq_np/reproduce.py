@@ -59,8 +59,8 @@ PAPER_TOLERANCE = 1e-5
 SCALES = {
     "tiny": dict(n_samples=24, seeds=2, headline_bits=(2,), steps=2, paper_check=0, n_velocity=8, n_boot=20,
                  n_likelihood=4, standins={}),
-    "quick": dict(n_samples=1000, seeds=1, headline_bits=(2, 3), steps=4, paper_check=0, n_velocity=64,
-                  n_boot=200, n_likelihood=0, standins=dict(n_samples=500)),
+    "quick": dict(n_samples=500, seeds=1, headline_bits=(2, 3), steps=4, paper_check=0, n_velocity=64,
+                  n_boot=200, n_likelihood=0, standins=dict(n_samples=300)),
     "default": dict(n_samples=1000, seeds=3, headline_bits=(2, 3), steps=4, paper_check=300, n_velocity=64,
                     n_boot=200, n_likelihood=16, standins=dict(n_samples=300, seeds=1)),
     "paper": dict(n_samples=2000, seeds=3, headline_bits=(2, 3), steps="paper", paper_check=0, n_velocity=64,
