@@ -21,22 +21,14 @@ from fmq_np.quant import QuantizedTensor, quantize_model
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
-def _arrays():
-    rng = np.random.default_rng(0)
-    return {"a.weight": rng.standard_normal((6, 10)).astype(np.float32),
-            "a.bias": rng.standard_normal(6).astype(np.float32),
-            "b/kernel": rng.standard_normal((3, 4, 2)),
-            "n": np.arange(3, dtype=np.int32)}
-
-
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("fuzz")
-    qm = quantize_model(_arrays(), bits=3, method="ot")
-    qm.tensors["u"] = quantize_model({"u": _arrays()["a.weight"]}, bits=2, method="uniform").tensors["u"]
+    qm = quantize_model(fuzzing.sample_arrays(), bits=3, method="ot")
+    qm.tensors["u"] = quantize_model({"u": fuzzing.sample_arrays()["a.weight"]}, bits=2, method="uniform").tensors["u"]
     save_quantized(d / "q.h5", qm)
-    write_safetensors(d / "m.safetensors", _arrays())
-    np.savez_compressed(d / "m.npz", **_arrays())
+    write_safetensors(d / "m.safetensors", fuzzing.sample_arrays())
+    np.savez_compressed(d / "m.npz", **fuzzing.sample_arrays())
     return d, qm
 
 
@@ -205,7 +197,7 @@ def test_npz_flipped_bytes(files, tmp_path, flips):
         out = read_arrays(tmp_path / "x.npz")
     except FormatError:
         return
-    ref = _arrays()
+    ref = fuzzing.sample_arrays()
     assert list(out) == list(ref)
     for k in ref:
         assert out[k].dtype == ref[k].dtype and out[k].tobytes() == ref[k].tobytes()

@@ -57,34 +57,28 @@ def load_external_model(path, config, key=None, weights="ema"):
     except InputError as exc:
         raise InputError(f"{config if not isinstance(config, dict) else 'config'}: {exc}") from None
     path = os.fspath(path)
-    quantized = path.lower().endswith((".h5", ".hdf5")) and _fmq_format(path, file_format) == "fmq_np.quantized"
-    if quantized:
+    if path.lower().endswith((".h5", ".hdf5")) and file_format(path) == "fmq_np.quantized":
         qm = load(path)
         arrays = qm.dequantize() if key is None else _pick(qm.dequantize(), key, path, ".")
         how = f"{qm.meta.get('method')} {qm.meta.get('bits')}-bit dequantized"
     else:
         arrays = read_arrays(path, key=key)
         how = "weights"
-    params = _state_dict(arrays, model, weights, path)
+    params, layout = _state_dict(arrays, model, weights, path)
     try:
         model.load_parameters(params)
     except (InputError, FmqError) as exc:
         raise FormatError(f"{path}: the weights do not fit the config's ADMUNet: {exc}") from None
-    ema = any(k.endswith("shadow_params.0") for k in arrays)
-    return model, f"{how} ({weights if ema else 'state dict'}) of {os.path.basename(path)}"
-
-
-def _fmq_format(path, file_format):
-    try:
-        return file_format(path)
-    except FmqError:
-        return None
+    return model, f"{how} ({layout}) of {os.path.basename(path)}"
 
 
 def _state_dict(arrays, model, weights, path):
-    """The model's parameters from ``arrays``: EMA-wrapper layouts mapped, half floats widened."""
+    """``(parameters, layout)`` from ``arrays``: an EMA wrapper's ``weights`` mapped to the model's names (layout
+    ``weights``) or a plain state dict (layout ``"state dict"``); half floats widened."""
     from .torch_pth import ema_to_names
+    layout = "state dict"
     if any(k == "shadow_params.0" or k.endswith(".shadow_params.0") for k in arrays):
+        layout = weights
         if weights == "ema":
             try:
                 arrays = ema_to_names(arrays, model.parameters())
@@ -94,4 +88,4 @@ def _state_dict(arrays, model, weights, path):
             prefix = next(k[:-len("shadow_params.0")] for k in arrays if k.endswith("shadow_params.0")) + "model."
             arrays = {k[len(prefix):]: a for k, a in arrays.items() if k.startswith(prefix)}
     return {k: a.astype(np.float32) if a.dtype.kind == "f" and a.dtype.itemsize < 4 else a
-            for k, a in arrays.items()}
+            for k, a in arrays.items()}, layout
