@@ -683,7 +683,7 @@ def build_parser():
     p.add_argument("--seed", type=_seed, default=0, help="seed (default 0)")
     p.set_defaults(run=_demo)
 
-    from .reproduce import BITS, DATASETS, METHODS, QUICK, SCALES
+    from .reproduce import BITS, CALIBRATED, DATASETS, METHODS, QUICK, SCALES
     p = sub.add_parser("reproduce", help="the paper's five-dataset sweep on the shipped models -> report.md",
                        description="Quantize the shipped float U-Net of each dataset (data/models; nothing is "
                                    "trained) with every method at every bit width and measure weight MSE, velocity "
@@ -702,11 +702,13 @@ def build_parser():
                    help=f"comma-separated bit widths in 1..8 (default {','.join(map(str, BITS))})")
     p.add_argument("--methods", default=",".join(METHODS),
                    help=f"comma-separated quantizers (default {','.join(METHODS)}); the paper's ot, uniform, "
-                        "pwl, log2 run with paper_compat=True, ot-opt is the exact W2-optimal codebook")
+                        "pwl, log2 run with paper_compat=True, ot-opt is the exact W2-optimal codebook; calibrated "
+                        f"along the flow (one calibration per dataset): {','.join(CALIBRATED)} (ef: error "
+                        "feedback, fisher: Fisher-weighted codebook, bc: bias correction)")
     p.add_argument("--scale", choices=tuple(SCALES), default=None,
                    help="run size: tiny (smoke test, seconds), quick (500 samples, one noise seed), default "
                         "(1000 samples, 3 noise seeds at 2-3 bits, the paper's sampler for the float model on 300 "
-                        "of them), paper "
+                        "of them, 100 on the stand-ins), paper "
                         "(2000 samples, the paper's samplers everywhere: hours)")
     p.add_argument("--models", default=None, metavar="DIR",
                    help="folder of <dataset>.h5 float models and features_<dataset>.h5 nets (default: the shipped "

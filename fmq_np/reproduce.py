@@ -54,19 +54,35 @@ PAPER_TOLERANCE = 1e-5
 #: same noise);
 #: ``n_velocity``: real images of the velocity probe; ``n_boot``: bootstrap replicates; ``n_likelihood``: test
 #: images whose bits/dim each model reports (0: none; Hutchinson, one fixed probe per image, the default sampler's
-#: solver with twice its steps, pixel units); ``standins``: what the
+#: solver with twice its steps, pixel units); ``calib_n``: trajectories of the calibration that the calibrated
+#: methods use (:data:`CALIBRATED`; computed only when one of them is asked for); ``standins``: what the
 #: three stand-in sets use instead (their FDs carry less meaning, see the report, and cost more per image)
 SCALES = {
     "tiny": dict(n_samples=24, seeds=2, headline_bits=(2,), steps=2, paper_check=0, n_velocity=8, n_boot=20,
-                 n_likelihood=4, standins={}),
+                 n_likelihood=4, calib_n=2, standins={}),
     "quick": dict(n_samples=500, seeds=1, headline_bits=(2, 3), steps=4, paper_check=0, n_velocity=64,
-                  n_boot=200, n_likelihood=0, standins=dict(n_samples=300)),
+                  n_boot=200, n_likelihood=0, calib_n=16, standins=dict(n_samples=300)),
     "default": dict(n_samples=1000, seeds=3, headline_bits=(2, 3), steps=4, paper_check=300, n_velocity=64,
-                    n_boot=200, n_likelihood=16, standins=dict(n_samples=300, seeds=1)),
+                    n_boot=200, n_likelihood=16, calib_n=32, standins=dict(n_samples=300, seeds=1, paper_check=100)),
     "paper": dict(n_samples=2000, seeds=3, headline_bits=(2, 3), steps="paper", paper_check=0, n_velocity=64,
-                  n_boot=500, n_likelihood=256, standins=dict(n_samples=1000)),
+                  n_boot=500, n_likelihood=256, calib_n=64, standins=dict(n_samples=1000)),
 }
 STANDINS = ("cifar-standin", "faces", "imagenet-standin")
+#: the calibrated methods (issue 13; :func:`fmq_np.quant.calibrate.quantize_calibrated`): name -> (codebook method,
+#: options). ``+ef`` error feedback through each layer's input Hessian, ``+fisher`` Fisher-weighted exact codebooks
+#: (ot-opt only), ``+bc`` bias correction. Per channel; unlike the paper's rows they keep 1-D tensors (biases, norm
+#: scales) in float, as ``quantize_model(..., calibration=)`` does. One calibration per dataset, on the float
+#: model's own trajectories with the dataset's default sampler (``calib_n`` of them) plus training-path pairs.
+CALIBRATED = {
+    "ot+ef": ("ot", dict(error_feedback_on=True)),
+    "ot-opt+ef": ("ot-opt", dict(error_feedback_on=True)),
+    "uniform+ef": ("uniform", dict(error_feedback_on=True)),
+    "ot-opt+fisher": ("ot-opt", dict(weighted=True, error_feedback_on=False)),
+    "ot-opt+bc": ("ot-opt", dict(error_feedback_on=False, bias_correction=True)),
+    "ot-opt+fisher+ef+bc": ("ot-opt", dict(weighted=True, error_feedback_on=True, bias_correction=True)),
+}
+#: every method ``--methods`` accepts: the paper's four and ot-opt (the default sweep), then the calibrated ones
+ALL_METHODS = METHODS + tuple(CALIBRATED)
 #: what ``--quick`` runs
 QUICK = dict(datasets=("mnist", "fashion"), bits=(2, 3, 4), scale="quick")
 
@@ -75,7 +91,7 @@ def run(out_dir, datasets=DATASETS, bits=BITS, methods=METHODS, scale="default",
         command=None, models_dir=None):
     """Run the sweep and write ``out_dir/report.md``, ``results.json``, PNGs; returns the results dict.
 
-    ``datasets``: names from :data:`DATASETS`; ``bits``: widths in 1..8; ``methods``: from :data:`METHODS`;
+    ``datasets``: names from :data:`DATASETS`; ``bits``: widths in 1..8; ``methods``: from :data:`ALL_METHODS`;
     ``scale``: a key of :data:`SCALES`; ``seed``: offset of every noise draw (same seed → same numbers);
     ``progress``: one line per step of work on stderr; ``command``: the command line to quote in the report;
     ``models_dir``: folder of the float models and feature nets (default: the shipped ``data/models``).
@@ -164,8 +180,8 @@ def check_args(datasets, bits, methods, scale, seed):
     if not bits or any(not is_int(b) or not 1 <= b <= 8
                        for b in bits):
         raise InputError(f"bits must be a non-empty list of integers in 1..8, got {bits!r}")
-    if isinstance(methods, str) or not methods or any(m not in METHODS for m in methods):
-        raise InputError(f"methods must be a non-empty list from {', '.join(METHODS)}, got {methods!r}")
+    if isinstance(methods, str) or not methods or any(m not in ALL_METHODS for m in methods):
+        raise InputError(f"methods must be a non-empty list from {', '.join(ALL_METHODS)}, got {methods!r}")
     if scale not in SCALES:
         raise InputError(f"scale must be one of {', '.join(SCALES)}, got {scale!r}")
     if not is_int(seed) or seed < 0:
@@ -220,6 +236,7 @@ def _run_dataset(out_dir, name, bits, methods, cfg, seed, progress, results, mod
         if ev.has_fd:
             _say(progress, f"  {name}: bootstrap intervals ({cfg['n_boot']} replicates)")
             dataset_statistics(entry, ev, cfg["n_boot"], seed)
+        entry["calibration"] = ev.calibration_info
         entry["seconds"] = time.perf_counter() - t0
 
 
@@ -303,6 +320,7 @@ class Evaluator:
         _say(progress, f"  sampling {len(self.x0)} × {n} images from the float model ({self.solver}, "
                        f"{self.steps} steps)")
         self.float_samples = [self._sample(model, x0) for x0 in self.x0]
+        self.calib_n, self._calibration, self.calibration_info = cfg["calib_n"], None, None
         self.features = {}           # (name, seed index) -> features of that sample set, for the FD statistics
         self.feature_info, self.floor, self.fd_noise, self.paper_info = None, None, None, None
         if not self.has_fd:
@@ -369,16 +387,39 @@ class Evaluator:
         from . import flow
         return flow.sample(model, x0=x0, solver=self.solver, steps=self.steps, progress=False)
 
+    def calibration(self):
+        """The float model's :class:`~fmq_np.quant.calibrate.Calibration` (computed at the first call): ``calib_n``
+        trajectories of the default sampler plus training-path pairs; ``calibration_info`` records its settings."""
+        from . import datasets, quant
+        if self._calibration is None:
+            _say(self.progress, f"  calibrating on {self.calib_n} trajectories ({self.solver}, {self.steps} steps)")
+            t0 = time.perf_counter()
+            # sensitivities (used only by mixed widths, which the sweep's integer bits never are): one width, few states
+            self._calibration = quant.calibrate(self.model, datasets.load(self.name), n=self.calib_n,
+                                                solver=self.solver, steps=self.steps, seed=self.seed + 7,
+                                                widths=(2,), sens_states=16)
+            self.calibration_info = dict(self._calibration.meta, seconds=time.perf_counter() - t0)
+        return self._calibration
+
+    def quantize(self, method, bits):
+        """The :class:`~fmq_np.quant.model.QuantizedModel` of the float weights for a row of the sweep."""
+        from . import quant
+        from .quant.calibrate import quantize_calibrated
+        params = self.model.parameters()
+        if method in CALIBRATED:
+            base, options = CALIBRATED[method]
+            return quantize_calibrated(params, bits=bits, method=base, calibration=self.calibration(), **options)
+        if method == "ot-opt":       # our method, on the same tensors as the paper's (every tensor)
+            return quant.quantize_model(params, bits=bits, method=method, policy=lambda name, array: bits)
+        return quant.quantize_model(params, bits=bits, method=method, paper_compat=True)
+
     def measure(self, method, bits, seeds=1):
         """Quantize with ``method`` at ``bits`` and measure on the first ``seeds`` noise draws; returns
         ``(row dict, samples of the first draw)``. The row's FD statistics are added by the report module."""
-        from . import nn, quant
+        from . import nn
         from .eval import image_features, velocity_fidelity
         params = self.model.parameters()
-        if method == "ot-opt":       # our method, on the same tensors as the paper's (every tensor)
-            qm = quant.quantize_model(params, bits=bits, method=method, policy=lambda name, array: bits)
-        else:
-            qm = quant.quantize_model(params, bits=bits, method=method, paper_compat=True)
+        qm = self.quantize(method, bits)
         qmodel = nn.UNetVelocity(**self.model.config())
         qmodel.load_parameters(qm.dequantize())
         sizes = [int(np.prod(r["shape"])) for r in qm.report]
@@ -390,6 +431,7 @@ class Evaluator:
             for k, s in enumerate(samples):
                 self.features[f"{method}@{bits}", k] = image_features(self.net, s)
         row = dict(method=method, bits=bits, weight_mse=mse,
+                   bits_per_weight=qm.bits_per_weight,
                    predicted_mse=_predicted_mse(params, qm.report, sizes, method, bits), psnr=fidelity["psnr"],
                    ssim=fidelity["ssim"], drift=drift, latent=self._latent(qmodel), seeds=seeds,
                    likelihood=self.likelihood_row(self._bits_per_dim(qmodel)),

@@ -268,21 +268,29 @@ def _dataset_section(name, entry):
                       f"{_fd_text(paper['fd_default_same_noise'])}; paper minus default: "
                       f"{_maybe_diff(paper['fd_minus_default'])} (FD grows as n shrinks: compare these two with each "
                       "other, not with the table).", ""]
+    cal = entry.get("calibration")
+    if cal:
+        lines += [f"Calibration of the calibrated rows: {cal['n']} trajectories of the default sampler "
+                  f"and {cal['train_pairs']} training-path pairs ({cal['n_states']} states in all, "
+                  f"{cal['seconds']:.0f} s); those rows keep 1-D tensors in float (the paper's rows quantize them "
+                  "too), which the bits/weight column counts.", ""]
     lines += [f"Latent stability of the float model: {_latent_cell(entry['latent_float'])}.", ""]
     lik = entry.get("likelihood_float")
     if lik:
         lines += [f"Test bits/dim of the float model: {lik['bits_per_dim']:.4g} on {lik['n']} test images "
                   "(Hutchinson, one fixed probe per image, the same probes for every model; pixel units, no "
                   "dequantization); `bpd − float` is each model's paired difference with a normal 95 % interval.", ""]
-    lines += ["| method | bits | weight MSE | predicted | PSNR (dB) | SSIM | FD [95 %] | − ot | − float | drift "
-              "| latent variance (collapsed) | bpd − float |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += ["| method | bits | bits/weight | weight MSE | predicted | PSNR (dB) | SSIM | FD [95 %] | − ot | − float "
+              "| drift | latent variance (collapsed) | bpd − float |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in entry["runs"]:
         pred = "-" if r.get("predicted_mse") is None else f"{r['predicted_mse']:.2e}"
+        bpw = "-" if r.get("bits_per_weight") is None else f"{r['bits_per_weight']:.2f}"
         fd = _fd_text(r["fd"]) if "fd" in r else "-"
         lik = r.get("likelihood")
         bpd = "-" if not lik else (f"{lik['minus_float']:+.3g} [{lik['ci_minus_float'][0]:+.3g}, "
                                    f"{lik['ci_minus_float'][1]:+.3g}]")
-        lines.append(f"| {r['method']} | {r['bits']} | {r['weight_mse']:.3e} | {pred} | {r['psnr']:.2f} | "
+        lines.append(f"| {r['method']} | {r['bits']} | {bpw} | {r['weight_mse']:.3e} | {pred} | {r['psnr']:.2f} | "
                      f"{r['ssim']:.4f} | {fd} | {_maybe_diff(r.get('fd_minus_ot'))} | "
                      f"{_maybe_diff(r.get('fd_minus_float'))} | {r['drift']:.3g} | {_latent_cell(r['latent'])} "
                      f"| {bpd} |")
@@ -311,10 +319,11 @@ def _notes(results):
              f"the paper's recipe otherwise: CondOT path, {paper['times']} times, AdamW betas {paper['betas']}, "
              f"{paper['schedule']} LR decay, EMA (the paper: ADM U-Nets of 128 channels with attention, lr 1e-4, "
              "far longer).",
-             "- Data: MNIST and Fashion-MNIST are 8000-image training subsets with 5000 test images; CIFAR-10, CelebA "
-             "and ImageNet cannot be obtained here, so stand-ins are used (`fmq_np.datasets`): 32×32 colour crops "
-             "of five photographs (`cifar-standin`, label = photo), the 100 LFW faces at 24×24 grey (`faces`, no "
-             "labels), blurred 32×32 crops at other scales (`imagenet-standin`; the paper's ImageNet is 64×64).",
+             f"- Data ({_data_sizes(entries)}): MNIST and Fashion-MNIST are subsets of the originals; CIFAR-10, "
+             "CelebA and ImageNet cannot be obtained here, so stand-ins are used (`fmq_np.datasets`): colour crops "
+             "of five photographs (`cifar-standin`, label = photo), LFW faces in grey (`faces`, no labels), "
+             "blurred crops at other scales (`imagenet-standin`; the paper's CIFAR-10 is 32×32, its CelebA and "
+             "ImageNet 64×64).",
              f"- FD: {cfg['n_samples']} samples per FD (at most the test images; faces: no FD) in the features of a "
              "small shipped classifier, not 50k samples and Inception features.",
              (f"- Sampling: the paper's solver kinds with {cfg['steps']} fixed steps (heun2 in place of the adaptive "
@@ -326,10 +335,28 @@ def _notes(results):
              "channel, 1-D ones whole), except tensors with fewer than 2**bits values for ot/pwl/log2; `ot-opt` "
              "(ours, the exact W2-optimal codebook) quantizes every tensor the same way, with no size skip.",
              f"- Latent stability on {cfg['n_samples']} real test images (faces: 100) instead of the paper's 10k.",
+             *([f"- Calibrated rows ({', '.join(m for m in results['methods'] if '+' in m)}; ours, beyond the paper: "
+                "`fmq_np.reproduce.CALIBRATED`): per channel on every ≥ 2-D tensor, 1-D tensors kept in float; "
+                "statistics from the float model's own default-sampler trajectories plus training-path pairs."]
+               if any("+" in m for m in results["methods"]) else []),
              "- Velocity PSNR/SSIM: as the paper, the network is probed at t = 0 with real images as input; both "
              "outputs are mapped to [0, 1] with the float output's min and max (PAPER.md does not say how the "
              "published code maps velocities to [0, 1]); SSIM uses all 11×11 windows that fit (no padding)."]
     return lines
+
+
+def _data_sizes(entries):
+    """``"mnist: 8000 train / 5000 test images of 1×28×28; ..."`` for the datasets of a report, from
+    :mod:`fmq_np.datasets` (faces: its images are its test set too)."""
+    from . import datasets
+    parts = []
+    for name in entries:
+        train = datasets.load(name)
+        test = len(datasets.load(name, split="test")) if datasets.has_labels(name) else None
+        shape = "×".join(map(str, train.shape[1:]))
+        parts.append(f"{name}: {len(train)} train" + (f" / {test} test" if test is not None else "")
+                     + f" images of {shape}")
+    return "; ".join(parts)
 
 
 def _plot(out_dir, results):

@@ -254,3 +254,26 @@ def test_cli_runs_the_sweep(models, tmp_path, capsys):
     saved = json.load(open(out / "results.json"))
     assert saved["command"].startswith("fmq-np reproduce --out") and len(saved["datasets"]["faces"]["runs"]) == 1
     assert np.isfinite(saved["datasets"]["faces"]["runs"][0]["psnr"])
+
+
+def test_calibrated_methods_run_in_the_sweep_with_their_calibration_recorded(models, tmp_path):
+    res = reproduce.run(str(tmp_path), datasets=["mnist"], bits=(2,), methods=["ot", "ot-opt+ef", "ot-opt+bc"],
+                        scale="tiny", progress=False, models_dir=models)
+    entry = res["datasets"]["mnist"]
+    rows = {r["method"]: r for r in entry["runs"]}
+    params = reproduce.load_shipped_model("mnist", models)[0].parameters()
+    one_d = sum(1 for a in params.values() if a.ndim == 1)
+    for m in ("ot-opt+ef", "ot-opt+bc"):
+        assert rows[m]["kept_float"] >= one_d            # calibrated rows keep every 1-D tensor in float
+        assert 2 <= rows[m]["bits_per_weight"] and rows[m]["fd"]["n_samples"] == entry["n_samples"]
+        assert "fd_minus_ot" in rows[m]
+    assert rows["ot"]["kept_float"] < one_d              # the paper's rows quantize 1-D tensors too
+    cal = entry["calibration"]
+    assert cal["n"] == reproduce.SCALES["tiny"]["calib_n"] and cal["solver"] == entry["solver"]
+    report = open(tmp_path / "report.md").read()
+    assert "Calibration of the calibrated rows" in report and "| ot-opt+ef | 2 |" in report
+
+
+def test_sweep_without_calibrated_methods_calibrates_nothing(sweep):
+    _, first = sweep
+    assert all(e["calibration"] is None for e in first["datasets"].values())
