@@ -22,29 +22,18 @@ import fmq_np as fq
 from fmq_np import reproduce
 from fmq_np.eval import velocity_fidelity
 from fmq_np.eval.fd_stats import paired_bootstrap
-from fmq_np.quant.calibrate import quantize_calibrated
 
-#: name -> (method, how): "paper" paper_compat, "all" every tensor, "default" 1-D in float, or calibrated options
-VARIANTS = {
-    "ot": ("ot", "paper"),
-    "ot-opt": ("ot-opt", "all"),
-    "ot-opt (2-D only)": ("ot-opt", "default"),
-    "ot-opt+fisher": ("ot-opt", dict(weighted=True, error_feedback_on=False, bias_correction=False)),
-    "ot+EF": ("ot", dict(weighted=False, error_feedback_on=True, bias_correction=False)),
-    "ot-opt+EF": ("ot-opt", dict(weighted=False, error_feedback_on=True, bias_correction=False)),
-    "ot-opt+fisher+EF+BC": ("ot-opt", dict(weighted=True, error_feedback_on=True, bias_correction=True)),
-    "ot+EF+BC": ("ot", dict(weighted=False, error_feedback_on=True, bias_correction=True)),
-}
+#: the rows: the sweep's own methods (fmq_np.reproduce.quantize_row: the paper's ot, ot-opt on every tensor, the
+#: calibrated ones of fmq_np.reproduce.CALIBRATED), and data-free ot-opt with 1-D tensors kept in float (the tensor
+#: set the calibrated rows quantize)
+TWO_D_ONLY = "ot-opt (2-D only)"
+VARIANTS = ("ot", "ot-opt", TWO_D_ONLY) + tuple(reproduce.CALIBRATED)
 
 
-def quantize(params, method, how, bits, cal):
-    if how == "paper":
-        return fq.quant.quantize_model(params, bits=bits, method=method, paper_compat=True)
-    if how == "all":
-        return fq.quant.quantize_model(params, bits=bits, method=method, policy=lambda name, array: bits)
-    if how == "default":
-        return fq.quant.quantize_model(params, bits=bits, method=method)
-    return quantize_calibrated(params, bits, method, cal, **how)
+def quantize(params, label, bits, cal):
+    if label == TWO_D_ONLY:
+        return fq.quant.quantize_model(params, bits=bits, method="ot-opt")
+    return reproduce.quantize_row(params, label, bits, cal)
 
 
 def run_dataset(name, bits_list, variants, n, steps, calib_n, calib_steps, seed, log, calib_widths=(2, 3, 4)):
@@ -63,9 +52,8 @@ def run_dataset(name, bits_list, variants, n, steps, calib_n, calib_steps, seed,
     rows, feats = [], {"float": ev.features["float", 0]}
     for bits in bits_list:
         for label in variants:
-            method, how = VARIANTS[label]
             t0 = time.perf_counter()
-            qm = quantize(params, method, how, bits, cal)
+            qm = quantize(params, label, bits, cal)
             qmodel = fq.nn.UNetVelocity(**model.config())
             qmodel.load_parameters(qm.dequantize())
             samples = ev._sample(qmodel, ev.x0[0])

@@ -80,6 +80,7 @@ CALIBRATED = {
     "ot-opt+fisher": ("ot-opt", dict(weighted=True, error_feedback_on=False)),
     "ot-opt+bc": ("ot-opt", dict(error_feedback_on=False, bias_correction=True)),
     "ot-opt+fisher+ef+bc": ("ot-opt", dict(weighted=True, error_feedback_on=True, bias_correction=True)),
+    "ot+ef+bc": ("ot", dict(error_feedback_on=True, bias_correction=True)),
 }
 #: every method ``--methods`` accepts: the paper's four and ot-opt (the default sweep), then the calibrated ones
 ALL_METHODS = METHODS + tuple(CALIBRATED)
@@ -88,13 +89,15 @@ QUICK = dict(datasets=("mnist", "fashion"), bits=(2, 3, 4), scale="quick")
 
 
 def run(out_dir, datasets=DATASETS, bits=BITS, methods=METHODS, scale="default", seed=0, progress=True,
-        command=None, models_dir=None):
+        command=None, models_dir=None, client=None):
     """Run the sweep and write ``out_dir/report.md``, ``results.json``, PNGs; returns the results dict.
 
     ``datasets``: names from :data:`DATASETS`; ``bits``: widths in 1..8; ``methods``: from :data:`ALL_METHODS`;
     ``scale``: a key of :data:`SCALES`; ``seed``: offset of every noise draw (same seed → same numbers);
     ``progress``: one line per step of work on stderr; ``command``: the command line to quote in the report;
-    ``models_dir``: folder of the float models and feature nets (default: the shipped ``data/models``).
+    ``models_dir``: folder of the float models and feature nets (default: the shipped ``data/models``);
+    ``client``: a ``distributed.Client`` (the ``[dask]`` extra): the (method, bits) rows of each dataset run as one
+    task each on its cluster (each task samples every noise seed of its row), with the same results as a serial run.
 
     A dataset that ``out_dir/results.json`` already holds complete, from a run with the same settings and the same
     model (SHA-256 of its config and weights), is reused, not measured again: a sweep can be run a few datasets at
@@ -123,7 +126,7 @@ def run(out_dir, datasets=DATASETS, bits=BITS, methods=METHODS, scale="default",
             if name in previous:
                 results["datasets"][name] = previous[name]
                 continue
-            _run_dataset(out_dir, name, bits, methods, cfg, seed, progress, results, models_dir)
+            _run_dataset(out_dir, name, bits, methods, cfg, seed, progress, results, models_dir, client)
     except KeyboardInterrupt:       # Ctrl-C: report what was measured, then stop
         results["interrupted"] = True
         finish(out_dir, results, seconds())
@@ -199,7 +202,7 @@ def check_models(datasets, models_dir=None):
             load_feature_net(name, models_dir, data_shape(name))
 
 
-def _run_dataset(out_dir, name, bits, methods, cfg, seed, progress, results, models_dir):
+def _run_dataset(out_dir, name, bits, methods, cfg, seed, progress, results, models_dir, client=None):
     """Measure one dataset; its results go into ``results["datasets"][name]`` (and ``results.json``) as they
     come, the FD statistics when the dataset is done (or interrupted)."""
     from . import images
@@ -223,9 +226,10 @@ def _run_dataset(out_dir, name, bits, methods, cfg, seed, progress, results, mod
     results["datasets"][name] = entry
     images.save_samples_png(os.path.join(folder, "real.png"), ev.real[:64])
     images.save_samples_png(os.path.join(folder, "samples_float.png"), ev.float_samples[0][:64])
+    jobs = [(m, b, len(ev.x0) if b in entry["headline_bits"] else 1) for m in methods for b in bits]
     try:
-        for k, (method, b) in enumerate((m, b) for m in methods for b in bits):
-            row, samples = ev.measure(method, b, seeds=len(ev.x0) if b in entry["headline_bits"] else 1)
+        for k, ((method, b, _), (row, samples, features)) in enumerate(zip(jobs, _measured(ev, jobs, client))):
+            ev.features.update(features)
             entry["runs"].append(row)
             write_json(os.path.join(out_dir, "results.json"), results)
             _say(progress, f"  {name} {method:7s} {b}-bit ({k + 1}/{len(methods) * len(bits)}): "
@@ -238,6 +242,26 @@ def _run_dataset(out_dir, name, bits, methods, cfg, seed, progress, results, mod
             dataset_statistics(entry, ev, cfg["n_boot"], seed)
         entry["calibration"] = ev.calibration_info
         entry["seconds"] = time.perf_counter() - t0
+
+
+def _measured(ev, jobs, client):
+    """``Evaluator.measure``'s result for each ``(method, bits, seeds)`` job, in the order of ``jobs``: measured
+    here, or, with a ``distributed.Client``, as one task per job on its cluster (the evaluator, with its float
+    samples and, if a job needs it, its calibration, is sent to every worker once; results are identical)."""
+    if client is None:
+        for method, bits, seeds in jobs:
+            yield ev.measure(method, bits, seeds)
+        return
+    if any(method in CALIBRATED for method, _, _ in jobs):
+        ev.calibration()                          # once, here, rather than once per worker
+    remote = client.scatter(ev, broadcast=True)
+    futures = [client.submit(Evaluator.measure, remote, method, bits, seeds, pure=False)
+               for method, bits, seeds in jobs]
+    try:
+        for future in futures:
+            yield future.result()
+    finally:
+        client.cancel(futures)
 
 
 def load_shipped_model(name, models_dir=None):
@@ -403,19 +427,14 @@ class Evaluator:
 
     def quantize(self, method, bits):
         """The :class:`~fmq_np.quant.model.QuantizedModel` of the float weights for a row of the sweep."""
-        from . import quant
-        from .quant.calibrate import quantize_calibrated
-        params = self.model.parameters()
-        if method in CALIBRATED:
-            base, options = CALIBRATED[method]
-            return quantize_calibrated(params, bits=bits, method=base, calibration=self.calibration(), **options)
-        if method == "ot-opt":       # our method, on the same tensors as the paper's (every tensor)
-            return quant.quantize_model(params, bits=bits, method=method, policy=lambda name, array: bits)
-        return quant.quantize_model(params, bits=bits, method=method, paper_compat=True)
+        cal = self.calibration() if method in CALIBRATED else None
+        return quantize_row(self.model.parameters(), method, bits, cal)
 
     def measure(self, method, bits, seeds=1):
         """Quantize with ``method`` at ``bits`` and measure on the first ``seeds`` noise draws; returns
-        ``(row dict, samples of the first draw)``. The row's FD statistics are added by the report module."""
+        ``(row dict, samples of the first draw, {(set name, draw index): features})``; the caller adds the features
+        to :attr:`features` (so that a copy of the evaluator on a Dask worker can measure too). The row's FD
+        statistics are added by the report module."""
         from . import nn
         from .eval import image_features, velocity_fidelity
         params = self.model.parameters()
@@ -427,16 +446,34 @@ class Evaluator:
         fidelity = velocity_fidelity(self.v_float, self._velocity(qmodel))
         samples = [self._sample(qmodel, x0) for x0 in self.x0[:seeds]]
         drift = float(np.sqrt(np.mean((samples[0].astype(np.float64) - self.float_samples[0]) ** 2)))
-        if self.has_fd:
-            for k, s in enumerate(samples):
-                self.features[f"{method}@{bits}", k] = image_features(self.net, s)
+        features = {(f"{method}@{bits}", k): image_features(self.net, s) for k, s in enumerate(samples)} \
+            if self.has_fd else {}
         row = dict(method=method, bits=bits, weight_mse=mse,
                    bits_per_weight=qm.bits_per_weight,
                    predicted_mse=_predicted_mse(params, qm.report, sizes, method, bits), psnr=fidelity["psnr"],
                    ssim=fidelity["ssim"], drift=drift, latent=self._latent(qmodel), seeds=seeds,
                    likelihood=self.likelihood_row(self._bits_per_dim(qmodel)),
                    kept_float=sum(1 for r in qm.report if r["skipped"]), tensors=len(qm.report))
-        return row, samples[0]
+        return row, samples[0], features
+
+
+def quantize_row(params, method, bits, calibration=None):
+    """Quantize named arrays ``params`` as a row ``method`` of the sweep does (a name of :data:`ALL_METHODS`):
+    the paper's four with ``paper_compat=True``, ``ot-opt`` on every tensor (the paper's tensors, no size skip), a
+    calibrated method (:data:`CALIBRATED`) with ``calibration`` (a :class:`~fmq_np.quant.calibrate.Calibration`
+    of the model the arrays come from). Returns the :class:`~fmq_np.quant.model.QuantizedModel`."""
+    from . import quant
+    from .quant.calibrate import quantize_calibrated
+    if method in CALIBRATED:
+        if calibration is None:
+            raise InputError(f"method {method!r} needs a calibration (fmq_np.quant.calibrate)")
+        base, options = CALIBRATED[method]
+        return quantize_calibrated(params, bits=bits, method=base, calibration=calibration, **options)
+    if method not in METHODS:
+        raise InputError(f"method must be one of {', '.join(ALL_METHODS)}, got {method!r}")
+    if method == "ot-opt":       # our method, on the same tensors as the paper's (every tensor)
+        return quant.quantize_model(params, bits=bits, method=method, policy=lambda name, array: bits)
+    return quant.quantize_model(params, bits=bits, method=method, paper_compat=True)
 
 
 def _fd(features, ref):
