@@ -3,7 +3,8 @@
 Mutations (tests/fuzzing.py, drawn from the seed, the four kinds in turn): bit flips, truncation, a zeroed 512-byte
 block, random 8-byte overwrites. Formats: a float checkpoint as fmq_np writes it now (``fq.io.save`` of a small MLP:
 HDF5 1.10 object format, checksummed metadata), the same checkpoint in the pre-issue-12 'earliest' format
-(``legacy_float_h5``: no metadata checksums, variable-length strings; still read), a quantized model, ``.npz``,
+(``legacy_float_h5``: no metadata checksums, variable-length strings; still read), a quantized model (format
+version 2: its small tensors in a pack) and the committed version 1 one (``quantized_v1_h5``), ``.npz``,
 ``.safetensors``. Prints, per format, the counts of {loaded identically, loaded faithfully (safetensors: equals a plain
 parse of the mutated bytes, the format has no data checksum), FormatError, loaded but different, other exception,
 hang}, then every case that is not one of the first three; writes benchmarks/results/fuzz_files.json. A load that

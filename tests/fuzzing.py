@@ -29,7 +29,9 @@ import numpy as np
 KINDS = ("bitflip", "truncate", "zero512", "overwrite8")
 OUTCOMES = ("identical", "faithful", "format_error", "different", "other", "hang")
 #: file formats the worker knows how to load and compare
-FORMATS = ("float_h5", "legacy_float_h5", "quantized_h5", "npz", "safetensors")
+FORMATS = ("float_h5", "legacy_float_h5", "quantized_h5", "quantized_v1_h5", "npz", "safetensors")
+#: a quantized model in format version 1 (one HDF5 object per tensor; tests/fixtures/make_quantized_v1.py)
+QUANTIZED_V1 = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "quantized_v1.h5")
 
 
 # ------------------------------------------------------------------------------------------------ mutations
@@ -92,14 +94,17 @@ def legacy_float_checkpoint(path, model, meta=None):
 
 
 def make_files(folder):
-    """Write one pristine file of every format in ``FORMATS`` into ``folder`` → ``{format: path}``."""
+    """Write one pristine file of every format in ``FORMATS`` into ``folder`` → ``{format: path}`` (the quantized
+    model in the current format, small tensors packed; ``quantized_v1_h5`` copied from the committed fixture)."""
+    import shutil
+
     import fmq_np as fq
     from fmq_np.io.importers import write_safetensors
     from fmq_np.quant import quantize_model
     folder = os.fspath(folder)
     paths = {fmt: os.path.join(folder, name) for fmt, name in
              (("float_h5", "float.h5"), ("legacy_float_h5", "legacy.h5"), ("quantized_h5", "q.h5"),
-              ("npz", "m.npz"), ("safetensors", "m.safetensors"))}
+              ("quantized_v1_h5", "q_v1.h5"), ("npz", "m.npz"), ("safetensors", "m.safetensors"))}
     model = fq.nn.MLPVelocity(dim=2, hidden=16, depth=2, seed=0)
     fq.io.save(paths["float_h5"], model, meta={"note": "fuzz"})
     legacy_float_checkpoint(paths["legacy_float_h5"], model, meta={"note": "fuzz"})
@@ -107,6 +112,7 @@ def make_files(folder):
     qm = quantize_model(arrays, bits=3, method="ot")
     qm.tensors["u"] = quantize_model({"u": arrays["a.weight"]}, bits=2, method="uniform").tensors["u"]
     fq.io.save(paths["quantized_h5"], qm)
+    shutil.copyfile(QUANTIZED_V1, paths["quantized_v1_h5"])
     np.savez_compressed(paths["npz"], **arrays)
     write_safetensors(paths["safetensors"], arrays)
     return paths
@@ -213,7 +219,7 @@ def _loader(fmt):
             return ("model", type(model).__name__, json.dumps(model.config(), sort_keys=True), _arrays_key(
                 model.parameters()), json.dumps(meta, sort_keys=True))
         return load
-    if fmt == "quantized_h5":
+    if fmt in ("quantized_h5", "quantized_v1_h5"):
         def load(path):
             qm = fq.io.load(path)
             return ("quantized", json.dumps(qm.meta, sort_keys=True), [_tensor_key(k, t) for k, t in qm.tensors.items()])

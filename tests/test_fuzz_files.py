@@ -15,6 +15,7 @@ import fmq_np as fq
 from fmq_np.errors import FormatError
 from fmq_np.io._h5 import check_global_heaps, open_h5
 from fmq_np.io.importers import read_arrays, write_safetensors
+import fmq_np.io.quantized as qio
 from fmq_np.io.quantized import load_quantized, save_quantized
 from fmq_np.quant import QuantizedTensor, quantize_model
 
@@ -26,7 +27,10 @@ def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("fuzz")
     qm = quantize_model(fuzzing.sample_arrays(), bits=3, method="ot")
     qm.tensors["u"] = quantize_model({"u": fuzzing.sample_arrays()["a.weight"]}, bits=2, method="uniform").tensors["u"]
-    save_quantized(d / "q.h5", qm)
+    save_quantized(d / "q.h5", qm)                          # every tensor small: one pack
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(qio, "SMALL_BYTES", 0)
+        save_quantized(d / "q_own.h5", qm)                  # every tensor an HDF5 object of its own
     write_safetensors(d / "m.safetensors", fuzzing.sample_arrays())
     np.savez_compressed(d / "m.npz", **fuzzing.sample_arrays())
     return d, qm
@@ -59,10 +63,10 @@ def _consistent(qm):
 
 # ------------------------------------------------------------------------------------------- quantized HDF5
 @FUZZ
-@given(flips)
-def test_quantized_h5_flipped_bytes(files, tmp_path, flips):
+@given(flips, st.sampled_from(["q.h5", "q_own.h5"]))
+def test_quantized_h5_flipped_bytes(files, tmp_path, flips, layout):
     d, qm = files
-    (tmp_path / "x.h5").write_bytes(_flip((d / "q.h5").read_bytes(), flips))
+    (tmp_path / "x.h5").write_bytes(_flip((d / layout).read_bytes(), flips))
     try:
         back = load_quantized(tmp_path / "x.h5")
     except FormatError:
@@ -99,10 +103,10 @@ replacement = st.one_of(
 @given(st.data())
 def test_quantized_h5_attributes_removed_or_changed(files, tmp_path, data):
     d, qm = files
-    sites = _attribute_sites(d / "q.h5")
+    sites = _attribute_sites(d / "q_own.h5")
     obj, key = data.draw(st.sampled_from(sites))
     value = data.draw(st.none() | replacement)
-    (tmp_path / "x.h5").write_bytes((d / "q.h5").read_bytes())
+    (tmp_path / "x.h5").write_bytes((d / "q_own.h5").read_bytes())
     with h5py.File(tmp_path / "x.h5", "r+") as f:
         if value is None:
             del f[obj].attrs[key]
@@ -111,6 +115,41 @@ def test_quantized_h5_attributes_removed_or_changed(files, tmp_path, data):
     try:
         back = load_quantized(tmp_path / "x.h5")
     except FormatError:
+        return
+    _consistent(back)
+
+
+json_value = st.recursive(st.none() | st.booleans() | st.integers(-(1 << 70), 1 << 70) | st.floats() |
+                          st.text(max_size=5), lambda c: st.lists(c, max_size=3) | st.dictionaries(
+                              st.text(max_size=5), c, max_size=3), max_leaves=6)
+
+
+@FUZZ
+@given(st.data())
+def test_quantized_h5_pack_index_fields_changed(files, tmp_path, data):
+    """A record's position, attributes or part spans replaced by any JSON value (or removed): FormatError naming the
+    file, or a well-formed model."""
+    d, qm = files
+    (tmp_path / "x.h5").write_bytes((d / "q.h5").read_bytes())
+    with h5py.File(tmp_path / "x.h5", "r+") as f:
+        records = json.loads(f["packed/000000/index"][()].tobytes())
+        rec = records[data.draw(st.integers(0, len(records) - 1))]
+        where = data.draw(st.sampled_from(["position", "attrs", "parts"]))
+        new = data.draw(json_value | st.sampled_from([0, 1, 5, 99, [0, 8], [8, 0], "[6, 10]", "<f8", "float64"]))
+        if where == "position":
+            rec["position"] = new
+        else:
+            key = data.draw(st.sampled_from(sorted(rec[where])))
+            if data.draw(st.booleans()):
+                del rec[where][key]
+            else:
+                rec[where][key] = new
+        del f["packed/000000/index"]
+        f["packed/000000"].create_dataset("index", data=np.frombuffer(json.dumps(records).encode(), np.uint8))
+    try:
+        back = load_quantized(tmp_path / "x.h5")
+    except FormatError as exc:
+        assert str(tmp_path / "x.h5") in str(exc) and "\n" not in str(exc)
         return
     _consistent(back)
 
@@ -156,11 +195,6 @@ def test_safetensors_truncated(files, tmp_path, frac):
     (tmp_path / "x.safetensors").write_bytes(raw[:int(frac * len(raw))])
     with pytest.raises(FormatError):
         read_arrays(tmp_path / "x.safetensors")
-
-
-json_value = st.recursive(st.none() | st.booleans() | st.integers(-(1 << 70), 1 << 70) | st.floats() |
-                          st.text(max_size=5), lambda c: st.lists(c, max_size=3) | st.dictionaries(
-                              st.text(max_size=5), c, max_size=3), max_leaves=6)
 
 
 @FUZZ
@@ -229,7 +263,7 @@ def _report(bad):
     return "; ".join(f"{what} -> {outcome} {detail}" for _, what, outcome, detail in bad[:5])
 
 
-@pytest.mark.parametrize("fmt", ["float_h5", "quantized_h5", "npz"])
+@pytest.mark.parametrize("fmt", ["float_h5", "quantized_h5", "quantized_v1_h5", "npz"])
 def test_mutated_checksummed_files_load_identically_or_raise_format_error(pristine, tmp_path, fmt):
     """Checksummed formats (HDF5 1.10 metadata + fletcher32 data; zip CRC-32): a mutation is caught or harmless."""
     results = fuzzing.run_mutations(fmt, pristine[fmt], range(MUTATIONS), tmp_path, BUDGET_S)

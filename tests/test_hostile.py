@@ -422,8 +422,19 @@ def test_size_report_gives_the_real_bytes_on_disk(tmp_path, capsys):
     qm = fq.io.load(out)
     for row in qm.report:          # a tiny tensor never costs more than its float values
         assert row["bytes_after"] <= row["bytes_before"], row
+    # nor much more on disk: the small tensors share a pack (a few bytes of index each), not an HDF5 object each
+    assert os.path.getsize(out) <= sum(row["bytes_after"] for row in qm.report) + 40 * len(arrays) + 8192
     assert isinstance(qm.tensors["big"], fq.quant.QuantizedTensor)
     np.testing.assert_array_equal(qm.tensors["t0"], arrays["t0"])            # kept exactly, in float
+
+
+def test_velocity_fidelity_of_8x8_images_uses_the_largest_window_that_fits():
+    """evaluate on the 8x8 digits: SSIM with a 7x7 window instead of failing on the 11x11 one."""
+    from fmq_np.eval.compare import velocity_fidelity
+    v = np.random.default_rng(0).standard_normal((4, 1, 8, 8))
+    same, off = velocity_fidelity(v, v), velocity_fidelity(v, v + 0.3 * np.sin(v))
+    assert same["ssim_window"] == off["ssim_window"] == 7
+    assert same["ssim"] == pytest.approx(1.0) and 0 < off["ssim"] < 1 and off["rmse"] > 0
 
 
 def test_ot_coupling_with_a_big_batch_warns(capsys, monkeypatch, tmp_path):

@@ -8,6 +8,7 @@ import pytest
 
 import fmq_np as fq
 from fmq_np.errors import FormatError, InputError
+import fmq_np.io.quantized as qio
 from fmq_np.io.quantized import load_quantized, save_quantized
 from fmq_np.quant import QuantizedModel, QuantizedTensor, quantize_model
 
@@ -65,26 +66,47 @@ def test_file_size_reflects_packed_codes(tmp_path):
         assert f["tensors/000000/codes"].shape == ((256 * 256 * 4 + 7) // 8,)
 
 
-def test_uniform_codebooks_stored_as_scale_and_offset(tmp_path):
+def _stored(path, i):
+    """``(attrs, {part: byte count})`` of the tensor at position ``i``, from its own group or from its pack."""
+    with h5py.File(path) as f:
+        g = f["tensors"].get(f"{i:06d}")
+        if g is not None:
+            return ({k: v.decode() if isinstance(v, bytes) else v for k, v in g.attrs.items()},
+                    {k: g[k].size * g[k].dtype.itemsize for k in g})
+        for pack in f["packed"].values():
+            for rec in json.loads(pack["index"][()].tobytes()):
+                if rec["position"] == i:
+                    return rec["attrs"], {k: n for k, (_, n) in rec["parts"].items()}
+    raise AssertionError(f"no tensor at position {i}")
+
+
+@pytest.fixture(params=["own", "packed"])
+def layout(request, monkeypatch):
+    """Both ways a tensor is stored: an HDF5 group of its own (SMALL_BYTES 0) or a pack (the default)."""
+    if request.param == "own":
+        monkeypatch.setattr(qio, "SMALL_BYTES", 0)
+    return request.param
+
+
+def test_uniform_codebooks_stored_as_scale_and_offset(tmp_path, layout):
     w = np.random.default_rng(2).standard_normal((32, 40)).astype(np.float32)
     w[3] = -0.0                                              # a constant row: every level is exactly -0.0
     qm = quantize_model({"w": w}, bits=3, method="uniform")
     save_quantized(tmp_path / "q.h5", qm)
-    with h5py.File(tmp_path / "q.h5") as f:
-        g = f["tensors/000000"]
-        assert g.attrs["codebook_kind"] == b"affine" and "codebook" not in g and g["scale"].shape == (32,)
+    attrs, parts = _stored(tmp_path / "q.h5", 0)
+    assert attrs["codebook_kind"] == "affine" and sorted(parts) == ["codes", "offset", "scale"]
+    assert parts["scale"] == 32 * 4
     back = load_quantized(tmp_path / "q.h5")
     assert_same_model(qm, back)
     assert np.signbit(back.tensors["w"].codebook[3]).all()
 
 
-def test_not_affine_when_it_would_not_be_exact(tmp_path):
+def test_not_affine_when_it_would_not_be_exact(tmp_path, layout):
     qm = quantize_model({"w": np.random.default_rng(3).standard_normal((8, 16))}, bits=2, method="uniform")
     t = qm.tensors["w"]
     t.codebook[0, 1] = np.nextafter(t.codebook[0, 1], 9.0)   # no longer c * scale + offset
     save_quantized(tmp_path / "q.h5", qm)
-    with h5py.File(tmp_path / "q.h5") as f:
-        assert f["tensors/000000"].attrs["codebook_kind"] == b"table"
+    assert _stored(tmp_path / "q.h5", 0)[0]["codebook_kind"] == "table"
     assert_same_model(qm, load_quantized(tmp_path / "q.h5"))
 
 
@@ -121,7 +143,9 @@ def test_failed_save_keeps_the_old_file(tmp_path):
 
 # ------------------------------------------------------------------------------------------------ malformed files
 @pytest.fixture
-def saved(tmp_path):
+def saved(tmp_path, monkeypatch):
+    """A file whose every tensor has an HDF5 object of its own (the version 1 layout; large tensors in version 2)."""
+    monkeypatch.setattr(qio, "SMALL_BYTES", 0)
     qm = quantize_model(_arrays(), bits=3, method="uniform")
     qm.tensors["ot"] = quantize_model({"w": _arrays()["enc.0.weight"]}, bits=3, method="ot").tensors["w"]
     path = tmp_path / "q.h5"
@@ -141,7 +165,7 @@ def _str(value):
 MUTATIONS = {
     "format": lambda f: f.attrs.__setitem__("format", _str("fmq_np.model")),
     "format missing": lambda f: f.attrs.__delitem__("format"),
-    "version": lambda f: f.attrs.__setitem__("format_version", 2),
+    "version": lambda f: f.attrs.__setitem__("format_version", 3),
     "version type": lambda f: f.attrs.__setitem__("format_version", _str("1")),
     "meta not json": lambda f: f.attrs.__setitem__("meta", _str("{bits: 3")),
     "meta not object": lambda f: f.attrs.__setitem__("meta", _str("[1, 2]")),
@@ -227,3 +251,151 @@ def test_meta_json_in_file(saved):
         assert meta["bits"] == 3 and meta["method"] == "uniform"
         assert [f["tensors"][k].attrs["name"].decode() for k in sorted(f["tensors"])][:2] == \
             ["enc.0.weight", "enc.0.bias"]
+
+
+# ------------------------------------------------------------------------------------- format versions and packs
+FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
+
+
+def test_version_1_files_still_load_bit_for_bit(tmp_path):
+    """tests/fixtures/quantized_v1.h5 was written by the version 1 writer (one HDF5 object per tensor); the npz holds
+    the in-memory model it was written from."""
+    path = os.path.join(FIXTURES, "quantized_v1.h5")
+    with h5py.File(path) as f:
+        assert f.attrs["format_version"] == 1 and "packed" not in f
+    expected = np.load(os.path.join(FIXTURES, "quantized_v1_expected.npz"))
+    qm = load_quantized(path)
+    assert list(qm.tensors) == json.loads(str(expected["__names__"])) and qm.meta == json.loads(str(expected["__meta__"]))
+    for i, (name, t) in enumerate(qm.tensors.items()):
+        values = t.dequantize() if isinstance(t, QuantizedTensor) else t
+        want = expected[f"{i}.values"]
+        assert values.dtype == want.dtype and values.shape == want.shape and values.tobytes() == want.tobytes(), name
+        if isinstance(t, QuantizedTensor):
+            np.testing.assert_array_equal(t.codes, expected[f"{i}.codes"])
+            assert t.codebook.tobytes() == expected[f"{i}.codebook"].tobytes()
+    save_quantized(tmp_path / "v2.h5", qm)                 # re-saved in the current version, same model
+    with h5py.File(tmp_path / "v2.h5") as f:
+        assert f.attrs["format_version"] == qio.VERSION == 2 and len(f["packed"]) == 1 and len(f["tensors"]) == 0
+    assert_same_model(qm, load_quantized(tmp_path / "v2.h5"))
+
+
+def test_many_tiny_tensors_cost_little_more_than_their_bytes(tmp_path):
+    """2,000 tensors of 8 float32 values: a few bytes of index each, not an HDF5 object each (~374 B)."""
+    rng = np.random.default_rng(5)
+    arrays = {f"block.{i}.bias": rng.standard_normal(8).astype(np.float32) for i in range(2000)}
+    arrays["w"] = rng.standard_normal((16, 8)).astype(np.float32)
+    qm = quantize_model(arrays, bits=4, method="ot")
+    save_quantized(tmp_path / "q.h5", qm)
+    payload = sum(a.nbytes for a in arrays.values())
+    assert os.path.getsize(tmp_path / "q.h5") < payload + 40 * len(arrays) + 8192
+    assert_same_model(qm, load_quantized(tmp_path / "q.h5"))
+
+
+def test_small_tensors_fill_packs_of_bounded_size_in_order(tmp_path, monkeypatch):
+    """With PACK_BYTES small, the tensors below SMALL_BYTES spread over several packs, the large ones stay on their
+    own, and the model still loads in its order."""
+    monkeypatch.setattr(qio, "PACK_BYTES", 600)
+    rng = np.random.default_rng(6)
+    arrays = {}
+    for i in range(12):
+        arrays[f"b{i}"] = rng.standard_normal(40).astype(np.float32)          # 160 B each
+        if i % 4 == 0:
+            arrays[f"w{i}"] = rng.standard_normal((128, 128)).astype(np.float32)   # ~8 KB of 4-bit codes: own
+    qm = quantize_model(arrays, bits=4, method="ot")
+    save_quantized(tmp_path / "q.h5", qm)
+    with h5py.File(tmp_path / "q.h5") as f:
+        own = sorted(f["tensors"])
+        sizes = [p["data"].size for p in f["packed"].values()]
+    assert len(own) == 3 and len(sizes) == 3 and all(s <= 600 + 160 for s in sizes)
+    assert_same_model(qm, load_quantized(tmp_path / "q.h5"))
+
+
+@pytest.fixture
+def packed(tmp_path):
+    qm = quantize_model(_arrays(), bits=3, method="uniform")
+    qm.tensors["ot"] = quantize_model({"w": _arrays()["enc.0.weight"]}, bits=3, method="ot").tensors["w"]
+    path = tmp_path / "p.h5"
+    save_quantized(path, qm)
+    with h5py.File(path) as f:
+        assert len(f["tensors"]) == 0 and list(f["packed"]) == ["000000"]
+    return path
+
+
+def _index(fn):
+    """A mutation of pack 0's index: ``fn(records)`` edits the parsed JSON in place (or returns a replacement)."""
+    def edit(f):
+        records = json.loads(f["packed/000000/index"][()].tobytes())
+        records = fn(records) or records
+        raw = records if isinstance(records, bytes) else json.dumps(records).encode()
+        del f["packed/000000/index"]
+        f["packed/000000"].create_dataset("index", data=np.frombuffer(raw, np.uint8))
+    return edit
+
+
+def _set(key, value, record=0, where="attrs"):
+    return _index(lambda r: r[record][where].__setitem__(key, value))
+
+
+def _span(part, value, record=0):
+    return _index(lambda r: r[record]["parts"].__setitem__(part, value))
+
+
+PACKED_MUTATIONS = {
+    "index not json": _index(lambda r: b"[{\"position\": 0,"),
+    "index not utf-8": _index(lambda r: b"\xff\xfe"),
+    "index not a list": _index(lambda r: {"position": 0}),
+    "record not an object": _index(lambda r: r.__setitem__(0, [0, {}, {}])),
+    "record key missing": _index(lambda r: r[0].__delitem__("parts")),
+    "position negative": _index(lambda r: r[0].__setitem__("position", -1)),
+    "position float": _index(lambda r: r[0].__setitem__("position", 0.0)),
+    "position duplicated": _index(lambda r: r[1].__setitem__("position", 0)),
+    "position beyond n": _index(lambda r: r[1].__setitem__("position", 99)),
+    "record dropped": _index(lambda r: r.pop()),
+    "name duplicated": _set("name", "enc.0.weight", record=1),
+    "name not a string": _set("name", 7),
+    "kind unknown": _set("kind", "sparse"),
+    "shape changed": _set("shape", "[24, 15]"),
+    "shape absurd": _set("shape", "[4294967296, 65536]"),
+    "bits changed": _set("bits", 4),
+    "array dtype changed": _set("dtype", "<f8", record=1),
+    "array dtype hostile": _set("dtype", "(1000000000,)f8", record=1),
+    "quantized dtype changed": _set("dtype", "float64"),
+    "span out of range": _span("codes", [0, 1 << 40]),
+    "span negative": _span("codes", [-8, 8]),
+    "span not a pair": _span("codes", [0]),
+    "span bool": _span("codes", [False, True]),
+    "spans overlap": _index(lambda r: r[0]["parts"]["codes"].__setitem__(0, r[0]["parts"]["codes"][0] + 1)),
+    "part missing": _index(lambda r: r[0]["parts"].__delitem__("scale")),
+    "part extra": _index(lambda r: r[0]["parts"].__setitem__("codebook", r[0]["parts"].pop("scale"))),
+    "part renamed on an array": _index(lambda r: r[1]["parts"].__setitem__("codes", r[1]["parts"].pop("values"))),
+    "data truncated": lambda f: _replace(f, "packed/000000/data", lambda a: a[:-3]),
+    "data longer": lambda f: _replace(f, "packed/000000/data", lambda a: np.concatenate([a, a[:5]])),
+    "data float": lambda f: _replace(f, "packed/000000/data", lambda a: a.astype(np.float32)),
+    "data missing": lambda f: f.__delitem__("packed/000000/data"),
+    "index missing": lambda f: f.__delitem__("packed/000000/index"),
+    "pack a dataset": lambda f: (f.__delitem__("packed/000000"), f["packed"].create_dataset("000000", data=[1])),
+    "packed a dataset": lambda f: (f.__delitem__("packed"), f.create_dataset("packed", data=[1])),
+    "position also in tensors": lambda f: f["tensors"].create_dataset("000001", data=np.zeros(24, np.float32)),
+    "unexpected tensors entry": lambda f: f["tensors"].create_group("extra"),
+    "n_tensors smaller": lambda f: f.attrs.__setitem__("n_tensors", 3),
+}
+
+
+@pytest.mark.parametrize("what", sorted(PACKED_MUTATIONS))
+def test_malformed_packs_raise_format_error_naming_the_file(packed, what):
+    _edit(packed, PACKED_MUTATIONS[what])
+    with pytest.raises(FormatError, match=str(packed)) as exc:
+        load_quantized(packed)
+    assert "\n" not in str(exc.value)
+
+
+def test_a_bad_span_names_the_tensor(packed):
+    _edit(packed, _span("codes", [0, 1 << 40], record=3))
+    with pytest.raises(FormatError, match=r"tensor 'half'.*part 'codes'"):
+        load_quantized(packed)
+
+
+def test_packs_are_not_read_in_version_1_files(packed):
+    _edit(packed, lambda f: f.attrs.__setitem__("format_version", 1))
+    with pytest.raises(FormatError, match="stores 0 tensors"):
+        load_quantized(packed)

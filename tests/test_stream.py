@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import fmq_np as fq
+import fmq_np.io.quantized as qio
 from fmq_np.errors import FmqError, FormatError, InputError
 from fmq_np.io import write_safetensors
 from fmq_np.quant import stream
@@ -182,6 +183,7 @@ def test_resume_after_a_crash_gives_the_uninterrupted_result(tmp_path, monkeypat
     whole = tmp_path / ("whole" + os.path.splitext(out)[1])
     fq.quant.quantize_file(src, whole, bits=BITS, progress=False)
     dst = tmp_path / out
+    monkeypatch.setattr(qio, "PACK_BYTES", 1)               # every small tensor is done as soon as it is written
     with monkeypatch.context() as m:
         _crash_after(m, 3)                       # two tensors of shard 1, one of shard 2 written
         with pytest.raises(_Crash):
@@ -207,6 +209,52 @@ def test_resume_after_a_crash_gives_the_uninterrupted_result(tmp_path, monkeypat
         b = fq.io.read_arrays(tmp_path / "whole.safetensors.index.json")
         assert list(a) == list(b) and all(np.array_equal(a[n], b[n]) for n in a)
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".partial")]
+
+
+def _content(path):
+    """Every group and dataset of an HDF5 file: ``{path: (attrs, data bytes or None)}`` (the ``complete`` flag of a
+    streamed file left out)."""
+    out = {}
+    with h5py.File(path) as f:
+        def visit(name, obj):
+            data = obj[()].tobytes() if isinstance(obj, h5py.Dataset) else None
+            out[name] = ({k: np.asarray(v).tobytes() for k, v in obj.attrs.items()}, data)
+        visit("/", f)
+        f.visititems(visit)
+    out["/"][0].pop("complete", None)
+    return out
+
+
+def test_h5_output_is_the_file_save_quantized_writes(tmp_path, monkeypatch):
+    """Same tensors, same file content: own entries for the large tensors, the same packs for the small ones."""
+    monkeypatch.setattr(qio, "PACK_BYTES", 500)             # several packs
+    arrays = dict(_arrays(), big=np.random.default_rng(9).standard_normal((192, 256)).astype(np.float32))
+    np.savez(tmp_path / "m.npz", **arrays)
+    fq.quant.quantize_file(tmp_path / "m.npz", tmp_path / "q.h5", bits=BITS, progress=False)
+    qm = fq.quant.quantize_model(fq.io.read_arrays(tmp_path / "m.npz"), bits=BITS)
+    fq.io.save(tmp_path / "ref.h5", qm)
+    got = _content(tmp_path / "q.h5")
+    assert got == _content(tmp_path / "ref.h5")
+    assert "tensors/000006" in got and "packed/000001/index" in got
+
+
+def test_resume_with_packed_tensors_redoes_only_what_no_pack_holds(tmp_path, monkeypatch):
+    """Small tensors wait in memory for their pack: a crash loses those (they are quantized again), never a pack
+    written before it, and the resumed file is the uninterrupted one."""
+    src = _source(tmp_path, "npz")
+    monkeypatch.setattr(qio, "PACK_BYTES", 420)             # enc.w (400 B stored) + enc.b (32 B) fill the first pack
+    fq.quant.quantize_file(src, tmp_path / "whole.h5", bits=BITS, progress=False)
+    with monkeypatch.context() as m:
+        _crash_after(m, 3)                                  # dec.w written (waiting), crash at dec.b
+        with pytest.raises(_Crash):
+            fq.quant.quantize_file(src, tmp_path / "q.h5", bits=BITS, progress=False)
+    with h5py.File(str(tmp_path / "q.h5") + ".partial") as f:
+        assert f.attrs["n_done"] == 2 and not f.attrs["complete"]
+    with pytest.raises(FormatError, match="incomplete"):
+        fq.io.load(str(tmp_path / "q.h5") + ".partial")
+    report = fq.quant.quantize_file(src, tmp_path / "q.h5", bits=BITS, resume=True, progress=False)
+    assert report["resumed"] == 2 and [r["name"] for r in report["rows"]] == ["dec.w", "dec.b", "steps", "head.w"]
+    assert _content(tmp_path / "q.h5") == _content(tmp_path / "whole.h5")
 
 
 def test_without_resume_a_partial_output_is_started_over(tmp_path, monkeypatch):
@@ -276,17 +324,17 @@ def test_shard_truncated_before_and_during_the_run(tmp_path):
 
 
 def test_full_disk_names_the_tensor_and_keeps_the_partial_incomplete(tmp_path, monkeypatch):
-    import fmq_np.io.quantized as qio
     src = _source(tmp_path, "safetensors")
-    real, calls = qio.write_entry, []
+    monkeypatch.setattr(qio, "PACK_BYTES", 1)               # every small tensor is done as soon as it is written
+    real, calls = qio.Writer.add, []
 
-    def write_entry(group, i, name, t):
+    def add(writer, i, name, t):
         if len(calls) == 2:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         calls.append(name)
-        return real(group, i, name, t)
+        return real(writer, i, name, t)
     with monkeypatch.context() as m:
-        m.setattr(qio, "write_entry", write_entry)
+        m.setattr(qio.Writer, "add", add)
         with pytest.raises(FormatError, match=r"q.h5.partial: cannot write tensor 'dec.w' \(No space left") as exc:
             fq.quant.quantize_file(src, tmp_path / "q.h5", bits=BITS, progress=False)
     assert "resume" in _one_line(exc)
@@ -335,6 +383,7 @@ def test_cli_quantize_streams_a_sharded_checkpoint_and_resumes(tmp_path, monkeyp
     from fmq_np.cli import main
     src = _source(tmp_path, "sharded")
     out = str(tmp_path / "q.h5")
+    monkeypatch.setattr(qio, "PACK_BYTES", 1)               # every small tensor is done as soon as it is written
     with monkeypatch.context() as m:
         m.setattr(stream._H5Out, "write", _raise_oserror_after(stream._H5Out.write, 4))
         assert main(["quantize", src, "--bits", str(BITS), "--out", out]) == 1

@@ -153,13 +153,16 @@ def read_attr(obj, name, kind, path):
 
 def check_format(f, path, expected, version, what):
     """FormatError unless the root attrs say ``format == expected`` (a file of kind ``what``) and a ``format_version``
-    this code reads."""
+    this code reads: ``version``, an int or a tuple of them. Returns the file's version."""
     found = read_attr(f, "format", str, path)
     if found != expected:
         raise FormatError(f"{path}: not an fmq_np {what} (format {found!r}, expected {expected!r})")
+    versions = version if isinstance(version, tuple) else (version,)
     v = read_attr(f, "format_version", int, path)
-    if v != version:
-        raise FormatError(f"{path}: {expected} format_version {v} is not supported (this fmq_np reads {version})")
+    if v not in versions:
+        raise FormatError(f"{path}: {expected} format_version {v} is not supported (this fmq_np reads "
+                          f"{', '.join(map(str, versions))})")
+    return v
 
 
 def read_dataset(f, name, path, dtype=None, shape=None):

@@ -417,14 +417,16 @@ class _IterSource:
 
 # ---------------------------------------------------------------------------------------------------- outputs
 class _H5Out:
-    """The packed .h5 output, written into ``dst.partial``: root attrs ``complete`` (false until finish),
-    ``stream_settings`` (JSON) and ``n_done``; entries as :func:`fmq_np.io.quantized.write_entry` stores them."""
+    """The packed .h5 output, written into ``dst.partial`` by :class:`fmq_np.io.quantized.Writer` (so the file
+    holds what ``save_quantized`` writes for the same tensors): root attrs ``complete`` (false until finish),
+    ``stream_settings`` (JSON) and ``n_done`` (the writer's ``done``: small tensors waiting for their pack are not
+    done, a resumed run quantizes them again; the last pack is written before ``complete`` turns true)."""
 
     needs_digest = True
 
     def __init__(self, dst, settings, resume):
         import h5py
-        from fmq_np.io.quantized import _LIBVER, write_root
+        from fmq_np.io.quantized import _LIBVER, Writer, write_root
         self.dst, self.partial_path = dst, dst + _PARTIAL
         self.settings = json.dumps(settings, sort_keys=True)
         self.n_done, self.count_seen, self.started, self.f = 0, 0, False, None
@@ -434,7 +436,8 @@ class _H5Out:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(self.partial_path)
             self.f = h5py.File(self.partial_path, "w", libver=_LIBVER)
-            self.group = write_root(self.f, 0, "{}")
+            write_root(self.f, 0, "{}")
+            self.writer = Writer(self.f)
             self.f.attrs["complete"] = False
             self.f.attrs["n_done"] = 0
             self.f.attrs.create("stream_settings", np.bytes_(self.settings.encode()))
@@ -444,6 +447,7 @@ class _H5Out:
     def _reopen(self):
         import h5py
         from fmq_np.io._h5 import H5_ERRORS, read_attr
+        from fmq_np.io.quantized import Writer
         path = self.partial_path
         try:
             self.f = h5py.File(path, "r+")
@@ -456,19 +460,13 @@ class _H5Out:
                 raise InputError(f"{path}: partial output was written with other settings ({found}, now "
                                  f"{self.settings}); delete it or use the same settings")
             self.n_done = read_attr(self.f, "n_done", int, path)
-            self.group = self.f["tensors"]
-            for key in list(self.group):                      # entries after the last finished one are torn
-                if not key.isdigit() or int(key) >= self.n_done:
-                    del self.group[key]
+            self.writer = Writer.resume(self.f, self.n_done, path)     # what follows the last done tensor is torn
         except BaseException:
             self.f.close()
             raise
 
     def check_done(self, i, name, array):
-        from fmq_np.io._h5 import read_attr
-        obj = self.group.get(f"{i:06d}")
-        found = read_attr(obj, "name", str, self.partial_path) if obj is not None else None
-        shape = read_attr(obj, "shape", str, self.partial_path) if obj is not None else None
+        found, shape = self.writer.stored(i)
         if found != name or shape != json.dumps(list(array.shape)):
             raise InputError(f"{self.partial_path}: tensor {i} is {found!r} {shape} in the partial output but "
                              f"{name!r} {list(array.shape)} in the input: not the same input; delete it or run "
@@ -476,14 +474,16 @@ class _H5Out:
         self.count_seen = i + 1
 
     def write(self, i, name, t, array):
-        from fmq_np.io.quantized import write_entry
-        write_entry(self.group, i, name, t)
-        self.f.attrs["n_done"] = i + 1
-        self.f.flush()
+        done = self.writer.done
+        self.writer.add(i, name, t)
+        if self.writer.done != done:
+            self.f.attrs["n_done"] = self.writer.done
+            self.f.flush()
         self.count_seen = i + 1
 
     def finish(self, meta):
         from fmq_np.io.quantized import _dumps, _set_str
+        self.writer.flush()
         self.f.attrs["n_tensors"] = self.count_seen
         _set_str(self.f, "meta", _dumps(meta, "QuantizedModel.meta"))
         del self.f.attrs["n_done"]
