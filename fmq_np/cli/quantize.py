@@ -53,12 +53,12 @@ def _quantize(args):
     if is_quantized(args.input):
         raise FmqError(f"{args.input} is already quantized; quantize the float model or weight file it came from")
     if not args.calibrate and not is_fmq_model(args.input):
-        return _quantize_stream(args)
+        return _quantize_stream(args)            # weight files: tensor by tensor (fmq_np.quant.stream)
     if args.key is not None:
         raise FmqError(f"--key picks an entry of a torch checkpoint; {args.input} is an fmq_np model")
     if args.scheduler is not None or args.workers is not None:
         raise FmqError("--scheduler and --workers spread a weight file's tensors (.safetensors, index.json, .npz, "
-                       ".pth, plain .h5), not an fmq_np model or --calibrate")           # weight files: tensor by tensor (fmq_np.quant.stream)
+                       ".pth, plain .h5), not an fmq_np model or --calibrate")
     if args.resume:
         raise FmqError("--resume continues a streamed weight file (.safetensors, index.json, .npz, .pth, plain "
                        ".h5), not an fmq_np model or --calibrate")
