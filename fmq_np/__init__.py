@@ -15,7 +15,8 @@ from .errors import DeviceError, FmqError, FormatError, InputError
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("nn", "flow", "quant", "theory", "eval", "datasets", "io", "images", "reproduce", "bench", "cli")
+_SUBMODULES = ("nn", "flow", "quant", "theory", "eval", "datasets", "io", "images", "reproduce", "bench", "cli",
+               "demo")
 
 __all__ = ["FmqError", "FormatError", "InputError", "DeviceError", "__version__", *_SUBMODULES]
 

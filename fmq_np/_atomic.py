@@ -1,4 +1,5 @@
-"""Atomic file writes: every file fmq_np writes appears whole or not at all.
+"""Atomic file writes: every file fmq_np writes appears whole or not at all (:func:`atomic_path` for any writer,
+:func:`write_text` and :func:`write_json` for whole texts).
 
 The temp file of a write to ``folder/name.ext`` is ``folder/.tmp-name.ext~HOST~PID~XXXX.ext``, so a write that was
 killed (``kill -9``, power loss) leaves a file that says whose it was: the next write to the same target removes
@@ -7,6 +8,7 @@ been touched for :data:`ABANDONED_SECONDS` (any host).
 """
 import contextlib
 import errno
+import json
 import os
 import socket
 import tempfile
@@ -51,6 +53,18 @@ def atomic_path(path):
         with contextlib.suppress(OSError):
             os.remove(tmp)
         raise
+
+
+def write_text(path, text):
+    """Write the str ``text`` to ``path`` as UTF-8, atomically (see :func:`atomic_path`)."""
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+
+
+def write_json(path, obj, *, indent=1, default=None, end=""):
+    """Write ``obj`` as JSON (``json.dumps`` with ``indent`` and ``default``) followed by ``end`` to ``path``,
+    atomically; nothing is written when ``obj`` cannot be serialized."""
+    write_text(path, json.dumps(obj, indent=indent, default=default) + end)
 
 
 def remove_stale_temps(path, now=None):

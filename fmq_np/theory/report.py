@@ -1,10 +1,9 @@
 """Plain-text tables and JSON files for the bound reports (no state; JSON written atomically)."""
-import json
 import math
-import os
-import tempfile
 
 import numpy as np
+
+from .. import _atomic
 
 
 def fmt(value):
@@ -48,17 +47,4 @@ def _plain(obj):
 
 def write_json(path, obj):
     """Write ``obj`` (dicts, lists, numbers, arrays; non-finite floats as strings) to ``path`` atomically."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(_plain(obj), f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    _atomic.write_json(path, _plain(obj), indent=2, end="\n")
