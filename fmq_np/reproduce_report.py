@@ -12,12 +12,11 @@ of the float model, where uniform, PWL and log2 quantization fail.* Per dataset 
 It *supports* the claim when OT keeps quality and uniform, PWL and log2 are all significantly worse; it
 *contradicts* it when OT loses quality or one of them is significantly better than OT; otherwise it *cannot tell*.
 """
-import json
 import os
 
 import numpy as np
 
-from ._atomic import atomic_path
+from . import _atomic
 
 #: how far above the float model's FD the OT model may be and still "keep quality" (fraction of FD(float))
 KEEP_TOLERANCE = 0.25
@@ -117,13 +116,13 @@ def finish(out_dir, results, seconds):
                                                                for b, (v, r) in per_bits.items()})
     write_json(os.path.join(out_dir, "results.json"), results)
     results["plot"] = _plot(out_dir, results)
-    _write_text(os.path.join(out_dir, "report.md"), report_markdown(results))
+    _atomic.write_text(os.path.join(out_dir, "report.md"), report_markdown(results))
     write_json(os.path.join(out_dir, "results.json"), results)
 
 
 def write_json(path, obj):
-    with atomic_path(path) as tmp, open(tmp, "w") as f:
-        json.dump(obj, f, indent=1, default=_json_default)
+    """``obj`` as JSON at ``path``, atomically (NumPy scalars and tuples converted)."""
+    _atomic.write_json(path, obj, default=_json_default)
 
 
 def _json_default(x):
@@ -132,11 +131,6 @@ def _json_default(x):
     if isinstance(x, tuple):
         return list(x)
     raise TypeError(f"not JSON-serialisable: {type(x).__name__}")
-
-
-def _write_text(path, text):
-    with atomic_path(path) as tmp, open(tmp, "w") as f:
-        f.write(text)
 
 
 # --------------------------------------------------------------------------------------------- Markdown
@@ -394,7 +388,7 @@ def _plot(out_dir, results):
     axes[1, 0].legend(fontsize=7)
     fig.tight_layout()
     path = os.path.join(out_dir, "plot.png")
-    with atomic_path(path) as tmp:
+    with _atomic.atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=90, format="png")
     plt.close(fig)
     return "`plot.png` (velocity PSNR, FD with 95 % intervals, and drift vs bits, per method and dataset)"
