@@ -63,6 +63,32 @@ FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}   # a set: numba reject
 #: True when the CUDA simulator is on (``NUMBA_ENABLE_CUDASIM=1`` set before numba was imported).
 CUDA_SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM", "0") == "1"
 
+# ---------------------------------------------------------------------------------------------------- tunables
+# Tunables of the quantizer kernels (fmq_np.quant.cpu, fmq_np.quant.gpu). A cached kernel freezes the globals it
+# reads, and its cache is invalidated only by edits to its own file: so kernels take these as arguments (the
+# host wrappers pass them), and never read them as globals.
+
+#: values per tile of the element-wise CPU kernels (assign, dequantize): a tile's input (16 KiB of float32) and codes
+#: (4 KiB) stay in the L1/L2 caches while it is worked on, and a long row still splits into tiles to share out.
+QUANT_TILE = 4096
+#: values: a call touching fewer runs on the calling thread, with no parallel launch. Waking the workers costs more
+#: than splitting the work saves (measured on a loaded 2-core machine: dequantize of 16 x 256 codes 27 µs on the
+#: calling thread, 270 µs as a parallel launch; switching the thread count instead costs ~80 µs a switch).
+QUANT_PARALLEL_MIN = 1 << 16
+#: blocks of rows or tiles per thread in a parallel launch: several per thread, so unequal rows even out, and few
+#: enough that each block's one set of scratch arrays is allocated rarely.
+QUANT_BLOCKS_PER_THREAD = 4
+#: bytes: dequantize writes outputs this large or larger with non-temporal stores. 4 MiB is about a core's share of
+#: the last-level cache: a larger output does not stay cached anyway, so not reading its lines first saves bandwidth.
+QUANT_STREAM_BYTES = 1 << 22
+#: subtrees: a DP layer of a single row (optimal_levels) runs its top divide-and-conquer levels serially until this
+#: many subtrees are left, then one parallel launch: 16 gives every one of up to 16 threads a subtree, yet the serial
+#: top (15 tasks) is a small part of a layer of a long row.
+QUANT_DP_SPLIT = 16
+#: CUDA threads per block: 128 keeps a GPU's multiprocessors busy on the small per-thread work of these kernels; the
+#: simulator runs each CUDA thread as a Python thread, so 32 there keeps the tests quick.
+CUDA_THREADS = 32 if CUDA_SIMULATOR else 128
+
 
 def jit(*args, fastmath=False, parallel=False, **kwargs):
     """``numba.njit`` with fmq_np's policy: cached, nogil; exact IEEE arithmetic unless ``fastmath`` is asked for.
@@ -104,6 +130,12 @@ def get_threads():
     return numba.get_num_threads()
 
 
+def parallel_threads(work):
+    """The thread policy of the quantizer kernels: how many threads a call touching ``work`` values runs on, 1 (the
+    calling thread, no parallel launch) under :data:`QUANT_PARALLEL_MIN` values, else all of Numba's threads."""
+    return 1 if work < QUANT_PARALLEL_MIN else get_threads()
+
+
 def cuda_available():
     """True when ``numba.cuda`` can run kernels: a real GPU, or the simulator when it is enabled."""
     if CUDA_SIMULATOR:
@@ -113,6 +145,13 @@ def cuda_available():
         return bool(cuda.is_available())
     except Exception:  # no driver, no toolkit, broken install: all mean "no GPU"
         return False
+
+
+def cuda_device(f):
+    """``numba.cuda.jit(device=True)`` of a helper written once for both backends: ``f`` is its plain function or
+    the CPU :func:`jit` of it (compiled again from ``f.py_func``; under ``NUMBA_DISABLE_JIT`` ``f`` is plain)."""
+    from numba import cuda
+    return cuda.jit(device=True)(getattr(f, "py_func", f))
 
 
 def resolve_device(device):

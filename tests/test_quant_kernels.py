@@ -4,7 +4,8 @@ import pytest
 from hypothesis import assume, given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
-from fmq_np.quant import cpu
+from fmq_np._numba import QUANT_STREAM_BYTES, QUANT_TILE
+from fmq_np.quant import _exact, cpu
 
 from naive import assign_ref, dequantize_ref, log2_channel, ot_channel, pwl_channel, uniform_channel
 from fmq_np.quant.schemes import log2_levels
@@ -132,7 +133,7 @@ def test_sort_values_sorts(w):
     row = w[0]
     n = row.size
     s = np.empty(n, row.dtype)
-    cpu._sort_values(row, s, np.empty(n, np.uint16), np.empty(min(n, 65535) + 1, np.int32))
+    _exact.sort_values(row, s, np.empty(n, np.uint16), np.empty(min(n, 65535) + 1, np.int32))
     np.testing.assert_array_equal(s, np.sort(row))              # -0.0 == 0.0: tied values in any order
 
 
@@ -142,7 +143,7 @@ def test_finish_sort_sorts_any_order():
         for _ in range(20):
             a = rng.integers(-4, 4, n).astype(np.float64)
             s = a.copy()
-            cpu._finish_sort(s, n)
+            _exact.finish_sort(s, n)
             np.testing.assert_array_equal(s, np.sort(a))
 
 
@@ -151,10 +152,10 @@ def test_pairwise_sum_is_numpys_sum():
     for dtype in (np.float32, np.float64):
         for n in (*range(1, 700), 1000, 4099):
             a = (rng.standard_normal(n + 3) * 7 + 1).astype(dtype)
-            _same_bits(dtype(cpu._pairwise_sum(a, 3, n)), np.add.reduce(a[3:]))
+            _same_bits(dtype(_exact.pairwise_sum(a, 3, n, *_exact.sum_scratch(a))), np.add.reduce(a[3:]))
         z = np.full(300, -0.0, dtype)
         for n in (1, 7, 8, 9, 128, 129, 300):                   # numpy's sum of zeros is +0.0
-            _same_bits(dtype(cpu._pairwise_sum(z, 0, n)), np.add.reduce(z[:n]))
+            _same_bits(dtype(_exact.pairwise_sum(z, 0, n, *_exact.sum_scratch(z))), np.add.reduce(z[:n]))
 
 
 @given(grouped(), st.integers(1, 8))
@@ -239,7 +240,7 @@ def test_canonicalize_sorts_rows_and_keeps_values():
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_dequantize_streams_large_outputs(dtype):
     rng = np.random.default_rng(2)
-    n = cpu._STREAM_BYTES // np.dtype(dtype).itemsize // 2 + 3          # two rows: over the streaming threshold
+    n = QUANT_STREAM_BYTES // np.dtype(dtype).itemsize // 2 + 3          # two rows: over the streaming threshold
     codes = rng.integers(0, 16, (2, n)).astype(np.uint8)
     cb = np.sort(rng.standard_normal((2, 16)), axis=1).astype(dtype)
     _same_bits(cpu.dequantize(codes, cb), dequantize_ref(codes, cb))
@@ -248,7 +249,7 @@ def test_dequantize_streams_large_outputs(dtype):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_large_rows_use_parallel_tiles(dtype):
     rng = np.random.default_rng(1)
-    w = rng.standard_normal((2, 3 * cpu._BLOCK + 5)).astype(dtype)
+    w = rng.standard_normal((2, 3 * QUANT_TILE + 5)).astype(dtype)
     cb = np.sort(rng.standard_normal((2, 64)), axis=1).astype(dtype)       # binary-search path
     np.testing.assert_array_equal(cpu.assign(w, cb), assign_ref(w, cb))
     cb16 = cb[:, ::4].copy()                                                # threshold-counting path

@@ -18,6 +18,9 @@ kernels run in Numba's CUDA simulator. Device work and host work:
   means travel to the host, to be ranked.
 * ``pack_codes`` / ``unpack_codes``: one thread per block of 8 codes (= ``bits`` bytes).
 
+The helpers both backends need (NumPy's pairwise sum, the ``array_split`` chunk arithmetic, the threshold
+search) are written once in :mod:`fmq_np.quant._exact` and compiled here again as device functions.
+
 The other kernels (``pwl``, ``sign_ranges``, ``log2_assign``, ``optimal_levels``, ``canonicalize``,
 ``thresholds``) have no GPU version: they are the CPU functions, re-exported so that this module offers every name
 :mod:`fmq_np.quant.schemes` uses.
@@ -27,7 +30,8 @@ import math
 import numpy as np
 from numba import cuda, float32, float64, int64
 
-from .._numba import CUDA_SIMULATOR
+from .._numba import CUDA_SIMULATOR, CUDA_THREADS, cuda_device
+from . import _exact
 from .cpu import canonicalize, log2_assign, optimal_levels, pwl, sign_ranges, thresholds
 from .packing import checked_codes, checked_packed, packed_nbytes
 
@@ -35,20 +39,23 @@ __all__ = ["assign", "dequantize", "uniform", "ot_equal_mass", "pack_codes", "un
            # host (CPU) kernels, re-exported so that this module offers every kernel name schemes.py uses
            "pwl", "sign_ranges", "log2_assign", "optimal_levels", "canonicalize", "thresholds"]
 
-#: threads per block (the simulator runs each thread as a Python thread: small blocks keep it quick)
-_THREADS = 32 if CUDA_SIMULATOR else 128
-_STACK = 64         # pairwise-summation stack depth: n up to 128 * 2**60
+# the helpers written once for both backends (fmq_np.quant._exact), compiled here as device functions
+_pairwise_sum = cuda_device(_exact.pairwise_sum)
+_chunk_start = cuda_device(_exact.chunk_start)
+_chunk_of_rank = cuda_device(_exact.chunk_of_rank)
+_searchsorted_left = cuda_device(_exact.searchsorted_left)
+_SUM_STACK = _exact.SUM_STACK
 
 
-def _grid(n):
-    """``(blocks, threads)`` covering ``n`` threads (at least one block)."""
-    return max(1, (n + _THREADS - 1) // _THREADS), _THREADS
+def _launch(n):
+    """Launch configuration ``(blocks, threads per block)`` covering ``n`` threads (at least one block)."""
+    return max(1, (n + CUDA_THREADS - 1) // CUDA_THREADS), CUDA_THREADS
 
 
-def _strided_grid(n):
-    """``(blocks, threads)`` for a grid-stride kernel over ``n`` items: one thread per item on a GPU, one block in
+def _strided_launch(n):
+    """Launch configuration for a grid-stride kernel over ``n`` items: one thread per item on a GPU, one block in
     the simulator (which starts a Python thread per CUDA thread, per launch)."""
-    return (1, _THREADS) if CUDA_SIMULATOR else _grid(n)
+    return (1, CUDA_THREADS) if CUDA_SIMULATOR else _launch(n)
 
 
 # ---------------------------------------------------------------------------------------------------- assignment
@@ -60,16 +67,7 @@ def _assign_kernel(w, t, codes):
     if i >= G * n:
         return
     g = i // n
-    x = w[g, i % n]
-    a = 0
-    b = km1                      # code = #{j : x > t[g, j]}, in [a, b]
-    while a < b:
-        m = (a + b) >> 1
-        if x > t[g, m]:
-            a = m + 1
-        else:
-            b = m
-    codes[g, i % n] = a
+    codes[g, i % n] = _searchsorted_left(t[g], km1, w[g, i % n])      # #{j : x > t[g, j]}
 
 
 def assign(w, codebook):
@@ -79,7 +77,7 @@ def assign(w, codebook):
     if t.shape[1] == 0 or w.size == 0:
         return codes
     d_codes = cuda.to_device(codes)
-    _assign_kernel[_grid(w.size)](cuda.to_device(w), cuda.to_device(t), d_codes)
+    _assign_kernel[_launch(w.size)](cuda.to_device(w), cuda.to_device(t), d_codes)
     return d_codes.copy_to_host()
 
 
@@ -98,7 +96,7 @@ def dequantize(codes, codebook):
     if codes.size == 0:
         return out
     d_out = cuda.to_device(out)
-    _dequantize_kernel[_grid(codes.size)](cuda.to_device(codes), cuda.to_device(codebook), d_out)
+    _dequantize_kernel[_launch(codes.size)](cuda.to_device(codes), cuda.to_device(codebook), d_out)
     return d_out.copy_to_host()
 
 
@@ -147,9 +145,9 @@ def uniform(w, k):
     last = np.array([k - 1], w.dtype)
     d_w = cuda.to_device(w)
     d_mn, d_d = cuda.device_array(G, w.dtype), cuda.device_array(G, w.dtype)
-    _minmax_step_kernel[_grid(G)](d_w, cuda.to_device(last), d_mn, d_d)
+    _minmax_step_kernel[_launch(G)](d_w, cuda.to_device(last), d_mn, d_d)
     d_codes = cuda.device_array(w.shape, np.uint8)
-    _uniform_codes_kernel[_grid(w.size)](d_w, d_mn, d_d, k - 1, d_codes)
+    _uniform_codes_kernel[_launch(w.size)](d_w, d_mn, d_d, k - 1, d_codes)
     mn, d = d_mn.copy_to_host(), d_d.copy_to_host()
     codebook = np.arange(k, dtype=w.dtype)[None, :] * d[:, None] + mn[:, None]
     codebook[d == 0] = mn[d == 0, None]
@@ -173,66 +171,11 @@ def _make_chunk_means(nb_dtype):
         q = n // k_eff
         r = n % k_eff
         size = q + 1 if j < r else q
-        start = j * q + (j if j < r else r)
-        row = s[g]
-        # pairwise sum of row[start:start+size] with the recursion on an explicit post-order stack
-        st_lo = cuda.local.array(_STACK, int64)
-        st_n = cuda.local.array(_STACK, int64)
-        st_phase = cuda.local.array(_STACK, int64)
-        vals = cuda.local.array(_STACK, nb_dtype)
-        top = 0
-        nv = 0
-        st_lo[0] = start
-        st_n[0] = size
-        st_phase[0] = 0
-        while top >= 0:
-            lo = st_lo[top]
-            m = st_n[top]
-            if m < 8:                         # numpy's leaves: a plain loop from -0.0 below 8 values ...
-                r = -(row[lo] - row[lo])
-                for i in range(m):
-                    r += row[lo + i]
-                vals[nv] = r
-                nv += 1
-                top -= 1
-                continue
-            if m <= 128:                      # ... else 8 interleaved accumulators, then the remainder
-                r0, r1, r2, r3 = row[lo], row[lo + 1], row[lo + 2], row[lo + 3]
-                r4, r5, r6, r7 = row[lo + 4], row[lo + 5], row[lo + 6], row[lo + 7]
-                i = 8
-                while i < m - m % 8:
-                    r0 += row[lo + i]
-                    r1 += row[lo + i + 1]
-                    r2 += row[lo + i + 2]
-                    r3 += row[lo + i + 3]
-                    r4 += row[lo + i + 4]
-                    r5 += row[lo + i + 5]
-                    r6 += row[lo + i + 6]
-                    r7 += row[lo + i + 7]
-                    i += 8
-                r = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
-                while i < m:
-                    r += row[lo + i]
-                    i += 1
-                vals[nv] = r
-                nv += 1
-                top -= 1
-                continue
-            half = m // 2
-            half -= half % 8
-            if st_phase[top] == 0:            # first the left half
-                st_phase[top] = 1
-                st_lo[top + 1], st_n[top + 1], st_phase[top + 1] = lo, half, 0
-                top += 1
-            elif st_phase[top] == 1:          # then the right half
-                st_phase[top] = 2
-                st_lo[top + 1], st_n[top + 1], st_phase[top + 1] = lo + half, m - half, 0
-                top += 1
-            else:                             # both done: left + right
-                vals[nv - 2] = vals[nv - 2] + vals[nv - 1]
-                nv -= 1
-                top -= 1
-        means[g, j] = (vals[0] + (row[start] - row[start])) / size   # + 0.0: numpy's sum of zeros is +0.0
+        st_lo = cuda.local.array(_SUM_STACK, int64)
+        st_n = cuda.local.array(_SUM_STACK, int64)
+        st_phase = cuda.local.array(_SUM_STACK, int64)
+        vals = cuda.local.array(_SUM_STACK, nb_dtype)
+        means[g, j] = _pairwise_sum(s[g], _chunk_start(j, q, r), size, st_lo, st_n, st_phase, vals) / size
 
     return chunk_means
 
@@ -286,12 +229,12 @@ def _stable_order(d_w):
     P = 1 << max(0, (n - 1).bit_length())
     keys = cuda.device_array((G, P), d_w.dtype)
     idx = cuda.device_array((G, P), np.int32)
-    _sort_init_kernel[_grid(G * P)](d_w, keys, idx)
+    _sort_init_kernel[_launch(G * P)](d_w, keys, idx)
     k = 2
     while k <= P:
         j = k // 2
         while j >= 1:
-            _bitonic_stage_kernel[_strided_grid(G * P // 2)](keys, idx, n, k, j)
+            _bitonic_stage_kernel[_strided_launch(G * P // 2)](keys, idx, n, k, j)
             j //= 2
         k *= 2
     return idx
@@ -317,11 +260,7 @@ def _scatter_codes_kernel(order, inv, codes):
         return
     g = i // n
     t = i % n
-    q = n // k_eff
-    r = n % k_eff
-    big = r * (q + 1)
-    j = t // (q + 1) if t < big else r + (t - big) // q
-    codes[g, order[g, t]] = inv[g, j]
+    codes[g, order[g, t]] = inv[g, _chunk_of_rank(t, n // k_eff, n % k_eff)]
 
 
 def ot_equal_mass(w, k):
@@ -331,9 +270,9 @@ def ot_equal_mass(w, k):
     d_w = cuda.to_device(w)
     d_order = _stable_order(d_w)
     d_s = cuda.device_array((G, n), w.dtype)
-    _gather_kernel[_grid(G * n)](d_w, d_order, d_s)
+    _gather_kernel[_launch(G * n)](d_w, d_order, d_s)
     d_means = cuda.device_array((G, k_eff), w.dtype)
-    _CHUNK_MEANS[w.dtype][_grid(G * k_eff)](d_s, k_eff, d_means)
+    _CHUNK_MEANS[w.dtype][_launch(G * k_eff)](d_s, k_eff, d_means)
     means = d_means.copy_to_host()
     rank = np.argsort(means, axis=1, kind="stable")
     inv = np.empty((G, k_eff), np.uint8)
@@ -342,7 +281,7 @@ def ot_equal_mass(w, k):
     codebook[:, :k_eff] = np.take_along_axis(means, rank, axis=1)
     codebook[:, k_eff:] = codebook[:, k_eff - 1:k_eff]
     d_codes = cuda.device_array((G, n), np.uint8)
-    _scatter_codes_kernel[_grid(G * n)](d_order, cuda.to_device(inv), d_codes)
+    _scatter_codes_kernel[_launch(G * n)](d_order, cuda.to_device(inv), d_codes)
     return d_codes.copy_to_host(), codebook
 
 
@@ -397,7 +336,7 @@ def pack_codes(codes, bits):
     if flat.size == 0:
         return out
     d_out = cuda.to_device(out)
-    _pack_kernel[_grid(math.ceil(flat.size / 8))](cuda.to_device(flat), bits, d_out)
+    _pack_kernel[_launch(math.ceil(flat.size / 8))](cuda.to_device(flat), bits, d_out)
     return d_out.copy_to_host()
 
 
@@ -407,5 +346,5 @@ def unpack_codes(packed, bits, n):
     if n == 0:
         return np.empty(0, np.uint8)
     d_out = cuda.device_array(n, np.uint8)
-    _unpack_kernel[_grid(math.ceil(n / 8))](cuda.to_device(packed), bits, d_out)
+    _unpack_kernel[_launch(math.ceil(n / 8))](cuda.to_device(packed), bits, d_out)
     return d_out.copy_to_host()

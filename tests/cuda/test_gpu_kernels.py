@@ -80,7 +80,7 @@ def test_chunk_means_are_numpys(gpu, dtype, n, k):
     from numba import cuda
     s = np.sort(_rows(2, n, dtype, n * k), axis=1)
     d_means = cuda.device_array((2, k), dtype)
-    gpu._CHUNK_MEANS[np.dtype(dtype)][gpu._grid(2 * k)](cuda.to_device(s), k, d_means)
+    gpu._CHUNK_MEANS[np.dtype(dtype)][gpu._launch(2 * k)](cuda.to_device(s), k, d_means)
     means = d_means.copy_to_host()
     ref = np.array([[c.mean() for c in np.array_split(row, k)] for row in s], dtype)
     _same(means, ref)
