@@ -81,11 +81,10 @@ class MLPVelocity(Module):
 
     def backward(self, dv):
         """Overwrite the gradients with d(sum(dv*v))/dparam for the last :meth:`forward`; returns dx (n, dim)."""
-        first = self.layers[0]
-        if first._cache is None:
+        x = self.layers[0].cached_input()
+        if x is None:
             raise InputError("backward called before forward")
-        n = first._cache[0].shape[0]
-        d = _check_array("dv", dv, (n, self.dim), self.dtype)
+        d = _check_array("dv", dv, (x.shape[0], self.dim), self.dtype)
         for layer in reversed(self.layers):
             d = layer.backward(d)
         return d[:, :self.dim].copy()
@@ -205,11 +204,11 @@ class UNetVelocity(Module):
         """Overwrite the gradients with d(sum(dv*v))/dparam for the last :meth:`forward`; returns dx like x."""
         if self._skip_channels is None:
             raise InputError("backward called before forward")
-        n = self.conv_in._cache[0].shape[1]
+        n = self.conv_in.cached_input().shape[1]
         d = _check_array("dv", dv, (n, self.channels, self.size, self.size), self.dtype)
         d = self.conv_out.backward(np.ascontiguousarray(d.transpose(1, 0, 2, 3)))
-        d = self.norm_out.backward(d)
-        dtemb = np.zeros((n, self.time[-1]._params["weight"].shape[0]), dtype=self.dtype)
+        d, _, _ = self.norm_out.backward(d)
+        dtemb = np.zeros((n, self.time[-1].param("weight").shape[0]), dtype=self.dtype)
         dskips = [None] * len(self.up)
         for i in range(len(self.up)):
             if i > 0:
@@ -298,10 +297,10 @@ class Classifier(Module):
 
     def backward(self, dlogits):
         """Overwrite the gradients with d(sum(dlogits*logits))/dparam; returns dx (n, channels, size, size)."""
-        if self.fc._cache is None:
+        x = self.fc.cached_input()
+        if x is None:
             raise InputError("backward called before forward")
-        n = self.fc._cache[0].shape[0]
-        d = _check_array("dlogits", dlogits, (n, self.fc._params["weight"].shape[0]), self.dtype)
+        d = _check_array("dlogits", dlogits, (x.shape[0], self.fc.param("weight").shape[0]), self.dtype)
         d = self.fc.backward(d)
         if self.hidden is not None:
             d = self.hidden.backward(d)
