@@ -278,7 +278,7 @@ class ADMResBlock(Module):
 
     uses_emb = True
 
-    def __init__(self, channels, emb_channels, dropout=0.0, out_channels=None, use_scale_shift_norm=False,
+    def __init__(self, channels, emb_channels, *, dropout=0.0, out_channels=None, use_scale_shift_norm=False,
                  up=False, down=False, rng=None):
         super().__init__()
         rng = np.random.default_rng(0) if rng is None else rng
@@ -477,7 +477,8 @@ class ADMUNet(Module):
         def res(name, c_in, c_out, up=False, down=False):
             _check_groups(c_in, name)
             _check_groups(c_out, name)
-            return self.add_child(name, ADMResBlock(c_in, emb_dim, drop, c_out, ss, up=up, down=down, rng=rng))
+            return self.add_child(name, ADMResBlock(c_in, emb_dim, dropout=drop, out_channels=c_out,
+                                                    use_scale_shift_norm=ss, up=up, down=down, rng=rng))
 
         def attn(name, c, heads):
             _check_groups(c, name)
@@ -532,7 +533,7 @@ class ADMUNet(Module):
         self._state = None
 
     @classmethod
-    def from_torchcfm(cls, dim, num_channels, num_res_blocks, channel_mult=None, learn_sigma=False,
+    def from_torchcfm(cls, dim, num_channels, num_res_blocks, *, channel_mult=None, learn_sigma=False,
                       class_cond=False, num_classes=1000, use_checkpoint=False, attention_resolutions="16",
                       num_heads=1, num_head_channels=-1, num_heads_upsample=-1, use_scale_shift_norm=False,
                       dropout=0, resblock_updown=False, use_fp16=False, use_new_attention_order=False, seed=0):

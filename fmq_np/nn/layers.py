@@ -280,7 +280,7 @@ class Conv2d(Module):
     weight (out_channels, in_channels, k, k), bias (out_channels,), U(-1/sqrt(in*k*k), +) at init.
     """
 
-    def __init__(self, in_channels, out_channels, k=3, stride=1, padding=None, up=1, act=None, rng=None):
+    def __init__(self, in_channels, out_channels, k=3, *, stride=1, padding=None, up=1, act=None, rng=None):
         super().__init__()
         if stride not in (1, 2) or up not in (1, 2) or k < 1:
             raise InputError(f"Conv2d needs stride and up in (1, 2) and k >= 1, got stride={stride}, up={up}, k={k}")

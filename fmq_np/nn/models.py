@@ -99,7 +99,7 @@ class UNetVelocity(Module):
     ``time_dim`` (default 4*width) on a sinusoidal embedding. ``size`` must be divisible by 2**(len(mults)-1).
     """
 
-    def __init__(self, channels=1, size=28, width=32, mults=(1, 2, 2), blocks=1, groups=8, time_dim=None, seed=0):
+    def __init__(self, channels=1, *, size=28, width=32, mults=(1, 2, 2), blocks=1, groups=8, time_dim=None, seed=0):
         super().__init__()
         channels = _check_int("channels", channels, 1)
         size = _check_int("size", size, 1)
@@ -242,7 +242,7 @@ class Classifier(Module):
     and Linear -> logits (n, n_classes). ``size`` must be divisible by 4.
     """
 
-    def __init__(self, channels=1, size=28, n_classes=10, width=16, hidden=0, seed=0):
+    def __init__(self, channels=1, *, size=28, n_classes=10, width=16, hidden=0, seed=0):
         super().__init__()
         channels = _check_int("channels", channels, 1)
         size = _check_int("size", size, 1)

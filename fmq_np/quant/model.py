@@ -122,7 +122,7 @@ def default_policy(bits, paper_compat=False):
     return policy
 
 
-def quantize_model(named_arrays, bits=3, method="ot", granularity="channel", group_size=None, paper_compat=False,
+def quantize_model(named_arrays, *, bits=3, method="ot", granularity="channel", group_size=None, paper_compat=False,
                    policy=None, weights=None, device="auto", calibration=None, error_feedback=None,
                    bias_correction=None):
     """Quantize every float array of ``named_arrays`` → :class:`QuantizedModel`.
@@ -178,8 +178,8 @@ def quantize_model(named_arrays, bits=3, method="ot", granularity="channel", gro
         if b is None or rule:
             tensors[name], skipped[name] = array, rule or why
             continue
-        qt = quantize_checked(array, b, method, granularity, group_size, paper_compat, weights.get(name), device,
-                              name)
+        qt = quantize_checked(array, bits=b, method=method, granularity=granularity, group_size=group_size,
+                              paper_compat=paper_compat, weights=weights.get(name), device=device, name=name)
         if (not custom and not paper_compat and qt.codes.shape[1] <= qt.n_levels and qt.nbytes >= array.nbytes
                 and np.array_equal(qt.dequantize(), array)):
             tensors[name], skipped[name] = array, (f"kept in float: {qt.codes.shape[1]} values per group for "
