@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from fmq_np import InputError
+from fmq_np import FmqError, InputError
 from fmq_np.flow import integrate
 
 
@@ -77,3 +77,13 @@ def test_bad_solver_and_steps():
         integrate(field, X0, solver="leapfrog", steps=10)
     with pytest.raises(InputError, match="steps"):
         integrate(field, X0, solver="euler", steps=0)
+
+
+def test_a_failed_integration_is_an_fmq_error_but_not_an_input_error():
+    wiggly = lambda x, t: 40.0 * np.cos(40.0 * t) * x  # noqa: E731  (needs many dopri5 steps on [0, 1])
+    with pytest.raises(FmqError, match="max_steps=2") as info:
+        integrate(wiggly, X0, solver="dopri5", max_steps=2)
+    assert not isinstance(info.value, InputError)
+    with pytest.raises(FmqError, match="non-finite") as info:
+        integrate(lambda x, t: np.full_like(x, np.nan), X0, solver="dopri5")
+    assert not isinstance(info.value, InputError)
