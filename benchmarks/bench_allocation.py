@@ -30,7 +30,7 @@ def quantize_all(params, bits, method):
 
 def evaluate(params64, params_hat, x0, box, splits):
     f, f_hat = network.mlp_function(params64), network.mlp_function(params_hat)
-    rms, mx, x1, x1_hat = flow_bounds.pathwise_drift(f, f_hat, x0, "euler", 20)
+    rms, mx, x1, x1_hat = flow_bounds.pathwise_drift(f, f_hat, x0, solver="euler", steps=20)
     eps = network.mlp_error_bound(params64, params_hat, box[0], box[1], splits=splits).eps
     L = lipschitz.mlp_lipschitz_upper(params64, box[0], box[1], splits=4)
     tube = euler_tube_bound(params64, params_hat, x0, 20, fallback=(eps, L))
@@ -53,7 +53,7 @@ def main():
     params = model.parameters()
     params64 = {k: v.astype(np.float64) for k, v in params.items()}
     x0 = fq.flow.noise(model, args.samples, seed=1).astype(np.float64)
-    pts = flow_bounds.visited_points(network.mlp_function(params64), x0, "euler", 20)[0]
+    pts = flow_bounds.visited_points(network.mlp_function(params64), x0, solver="euler", steps=20)[0]
     box = (pts.min(axis=0) - 0.5, pts.max(axis=0) + 0.5)
     sizes = {k: v.size for k, v in params.items()}
     rows, curves = [], {}

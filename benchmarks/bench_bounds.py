@@ -47,9 +47,9 @@ def evaluate(model, params_hat, x0, nfe, margin, rng):
     m64 = lipschitz.float64_copy(model)
     m64_hat = lipschitz.float64_copy(model)
     m64_hat.load_parameters(params_hat)
-    rms, mx, x1, x1_hat = flow_bounds.pathwise_drift(m64, m64_hat, x0, "euler", nfe)
-    xa, ta = flow_bounds.visited_points(m64, x0, "euler", nfe)
-    xb, tb = flow_bounds.visited_points(m64_hat, x0, "euler", nfe)
+    rms, mx, x1, x1_hat = flow_bounds.pathwise_drift(m64, m64_hat, x0, solver="euler", steps=nfe)
+    xa, ta = flow_bounds.visited_points(m64, x0, solver="euler", steps=nfe)
+    xb, tb = flow_bounds.visited_points(m64_hat, x0, solver="euler", steps=nfe)
     pts, tms = np.concatenate([xa, xb]), np.concatenate([ta, tb])
     lo, hi = pts.min(axis=0) - margin, pts.max(axis=0) + margin
     pair = UNetPair(model, params_hat)
@@ -69,7 +69,7 @@ def evaluate(model, params_hat, x0, nfe, margin, rng):
                                  ratio_median=float(np.median(bound / found)))
     draws = x0[:16]
     tube = unet_tube_bound(model, params_hat, draws, "euler", nfe)
-    _, tube_mx, _, _ = flow_bounds.pathwise_drift(m64, m64_hat, draws, "euler", nfe)
+    _, tube_mx, _, _ = flow_bounds.pathwise_drift(m64, m64_hat, draws, solver="euler", steps=nfe)
     finite_steps = int((np.isfinite(tube.history).all(axis=1)).sum() - 1)
     return dict(drift_rms=rms, sliced_w2=fq.eval.sliced_w2(x1, x1_hat), eps_bound=eps, eps_measured=eps_meas, lipschitz_box=L, lipschitz_point=L_point, stage=stage,
                 drift_max=mx, flow_bound=flow_bounds.flow_bound(eps, L, "euler", nfe), tube_max=tube.max,

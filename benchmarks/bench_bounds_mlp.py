@@ -40,7 +40,7 @@ def scaling_rows(model, bits_list, samples, nfe):
             drift[method] = flow_bounds.pathwise_drift(
                 network.mlp_function(f64),
                 network.mlp_function({k: np.asarray(v, np.float64) for k, v in hat.items()}),
-                x0, "euler", nfe)[0]
+                x0, solver="euler", steps=nfe)[0]
         predicted = float(flow_bounds.drift_scaling(bits, const["ot"], 1.0) /
                           flow_bounds.drift_scaling(bits, const["uniform"], 1.0))
         measured = drift["ot"] / drift["uniform"] if drift["uniform"] > 0 else None
@@ -75,7 +75,8 @@ def main():
         for bits in bits_list:
             t0 = time.time()
             qm = fq.quant.quantize_model(model.parameters(), bits=bits, method=method)
-            r = flow_summary(model, qm.dequantize(), args.samples, "euler", args.nfe, seed=0, splits=8, margin=0.5)
+            r = flow_summary(model, qm.dequantize(), n_samples=args.samples, solver="euler", steps=args.nfe, seed=0,
+                             splits=8, margin=0.5)
             r.update(method=method, bits=bits, seconds=time.time() - t0)
             rows.append(r)
             print(f"| {method} | {bits} | {report.fmt(r['eps_tightness'])} | {report.fmt(r['flow_tightness'])} "

@@ -198,7 +198,7 @@ def test_unet_statistics_match_direct_computation(unet):
     mods = dict(unet.modules())
     for name, stt in cal.layers.items():
         layer = mods[name[:-len("weight")]]
-        xin = layer._cache[0].astype(np.float64)
+        xin = layer.cached_input().astype(np.float64)
         if xin.ndim == 4:
             ho, wo = layer.out_size(xin.shape[2], xin.shape[3])
             X = im2col(xin, layer.k, layer.stride, layer.padding, layer.up, ho, wo).T

@@ -75,6 +75,30 @@ def test_backward_overwrites_gradients_instead_of_accumulating():
         np.testing.assert_allclose(g, 2 * first[k], rtol=1e-5, atol=1e-6, err_msg=k)
 
 
+def test_module_surface_param_zero_grad_and_cached_input():
+    rng = np.random.default_rng(5)
+    lin = fq.nn.Linear(3, 2, rng=rng)
+    conv = fq.nn.Conv2d(2, 4, 3, rng=rng)
+    assert lin.cached_input() is None and conv.cached_input() is None       # before any training forward
+    assert lin.param("weight") is lin.parameters()["weight"]                  # the live array, not a copy
+    with pytest.raises(InputError, match="'scale'"):
+        lin.param("scale")
+    x = rng.standard_normal((5, 3)).astype(np.float32)
+    img = rng.standard_normal((2, 5, 6, 6)).astype(np.float32)                 # channel-major (C, N, H, W)
+    lin.forward(x)
+    conv.forward(img)
+    lin.forward(rng.standard_normal((7, 3)).astype(np.float32), train=False)  # inference leaves the cache alone
+    np.testing.assert_array_equal(lin.cached_input(), x)
+    np.testing.assert_array_equal(conv.cached_input(), img)
+    assert fq.nn.SiLU().cached_input() is None                               # keeps no input of its own
+    model, shape = _make("UNetVelocity")
+    y = _run(model, np.ones(shape, np.float32), train=True)
+    model.backward(np.ones_like(y))
+    assert any(np.any(g != 0) for g in model.gradients().values())
+    model.zero_grad()                                                         # every descendant's gradients
+    assert all(not np.any(g) for g in model.gradients().values())
+
+
 @pytest.mark.parametrize("name", list(SMALL))
 def test_config_round_trip_seed_determinism_and_load_parameters(name):
     a, shape = _make(name)

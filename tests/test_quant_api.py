@@ -9,6 +9,7 @@ from hypothesis.extra import numpy as hnp
 import fmq_np as fq
 from fmq_np.errors import InputError
 from fmq_np.quant import METHODS, QuantizedModel, QuantizedTensor, quantize, quantize_model
+from fmq_np.quant.model import default_policy
 
 from naive import published_state_dict, published_tensor
 
@@ -167,6 +168,17 @@ def test_quantize_model_policy():
     assert isinstance(qm.tensors["lin.weight"], np.ndarray)
     with pytest.raises(InputError, match="policy"):
         quantize_model(sd, policy=lambda name, a: 9)
+
+
+def test_default_policy_is_a_policy_of_the_same_signature():
+    sd = _state_dict(np.random.default_rng(1))
+    for paper_compat in (False, True):
+        implicit = quantize_model(sd, bits=3, paper_compat=paper_compat).dequantize()
+        explicit = quantize_model(sd, bits=3, paper_compat=paper_compat,
+                                  policy=default_policy(3, paper_compat)).dequantize()
+        assert implicit.keys() == explicit.keys()
+        for name in sd:
+            np.testing.assert_array_equal(implicit[name], explicit[name], err_msg=name)
 
 
 def test_reexports():

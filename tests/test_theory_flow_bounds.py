@@ -45,8 +45,8 @@ def test_linear_field_bound_is_exact(solver, L, N):
     """v = L·x vs v̂ = L·x + c: the solvers' actual drift equals ‖c‖·factor (all inequalities are equalities)."""
     c = np.array([0.3, -0.4])                         # ‖c‖ = 0.5 = ε
     x0 = np.array([[1.0, 2.0], [-0.5, 0.25]])
-    x1 = integrate(lambda x, t: L * x, x0, solver, N).x
-    x1_hat = integrate(lambda x, t: L * x + c, x0, solver, N).x
+    x1 = integrate(lambda x, t: L * x, x0, solver=solver, steps=N).x
+    x1_hat = integrate(lambda x, t: L * x + c, x0, solver=solver, steps=N).x
     drift = np.linalg.norm(x1_hat - x1, axis=1)
     assert drift == pytest.approx(fb.flow_bound(0.5, L, solver, N), rel=1e-12)
 
@@ -54,8 +54,8 @@ def test_linear_field_bound_is_exact(solver, L, N):
 @pytest.mark.parametrize("L", [0.0, 1.3])
 def test_continuous_linear_field(L):
     c = np.array([[0.6, 0.8]])
-    x1 = integrate(lambda x, t: L * x, np.zeros((1, 2)), "rk4", 400).x
-    x1_hat = integrate(lambda x, t: L * x + c, np.zeros((1, 2)), "rk4", 400).x
+    x1 = integrate(lambda x, t: L * x, np.zeros((1, 2)), solver="rk4", steps=400).x
+    x1_hat = integrate(lambda x, t: L * x + c, np.zeros((1, 2)), solver="rk4", steps=400).x
     assert np.linalg.norm(x1_hat - x1) == pytest.approx(fb.flow_bound(1.0, L), rel=1e-9)
 
 

@@ -60,7 +60,7 @@ def test_bounds_hold_on_trained_mlp(trained, quantized, method, bits):
     m64, m64_hat = pair(trained, params_hat)
     x0 = np.random.default_rng(1).standard_normal((128, 2))
     solvers = (("euler", 10), ("heun2", 5))
-    visited = [fb.visited_points(m, x0, s, n) for m in (m64, m64_hat) for s, n in solvers]
+    visited = [fb.visited_points(m, x0, solver=s, steps=n) for m in (m64, m64_hat) for s, n in solvers]
     pts = np.concatenate([v[0] for v in visited])
     lo, hi = pts.min(axis=0) - 0.3, pts.max(axis=0) + 0.3
 
@@ -77,7 +77,7 @@ def test_bounds_hold_on_trained_mlp(trained, quantized, method, bits):
     assert L_low <= L_up
 
     for solver, steps in solvers:
-        rms, mx, x1, x1_hat = fb.pathwise_drift(m64, m64_hat, x0, solver, steps)
+        rms, mx, x1, x1_hat = fb.pathwise_drift(m64, m64_hat, x0, solver=solver, steps=steps)
         flow = fb.flow_bound(bound.eps, L_up, solver, steps)
         assert rms <= mx <= flow
         if solver == "euler":
@@ -99,7 +99,7 @@ def test_stage_tube_holds_for_every_solver(trained, quantized, method, bits):
     m64, m64_hat = pair(trained, params_hat)
     x0 = np.random.default_rng(2).standard_normal((64, 2))
     for solver, steps in (("euler", 8), ("midpoint", 4), ("heun2", 4), ("rk4", 3)):
-        _, mx, x1, x1_hat = fb.pathwise_drift(m64, m64_hat, x0, solver, steps)
+        _, mx, x1, x1_hat = fb.pathwise_drift(m64, m64_hat, x0, solver=solver, steps=steps)
         tube = mlp_tube_bound(params, params_hat, x0, solver, steps)
         assert np.all(np.linalg.norm(x1_hat - x1, axis=1) <= tube.per_sample)
         TIGHTNESS[method, bits, solver + " stage tube"] = (None, None, tube.max / mx)

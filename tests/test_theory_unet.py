@@ -153,7 +153,7 @@ def test_unet_tube_bound_holds(unet, solver, steps):
     params_hat = dequantized(unet, "uniform", 8)
     x0 = np.random.default_rng(7).standard_normal((3,) + SHAPE)
     tube = unet_tube_bound(unet, params_hat, x0, solver, steps)
-    _, _, x1, x1_hat = fb.pathwise_drift(f64(unet), f64(unet, params_hat), x0, solver, steps)
+    _, _, x1, x1_hat = fb.pathwise_drift(f64(unet), f64(unet, params_hat), x0, solver=solver, steps=steps)
     drift = np.linalg.norm((x1_hat - x1).reshape(3, -1), axis=1)
     assert np.all(drift <= tube.per_sample) and np.all(tube.history[1] > 0)
     assert np.all(np.diff(tube.history, axis=0) >= 0)

@@ -50,7 +50,7 @@ def paired_difference(a, b):
                 ci_minus=[float(np.mean(d) - half), float(np.mean(d) + half)], n=len(d))
 
 
-def likelihood_pair(model, quantized_model, x, solver="heun2", steps=20, seed=0):
+def likelihood_pair(model, quantized_model, x, *, solver="heun2", steps=20, seed=0):
     """Bits/dim of data ``x`` under both models, the same probes for both: ``{float, quantized, quantized_minus_float
     (with its interval), n, method}``. Images (n, C, H, W) in [−1, 1]: Hutchinson, one Rademacher probe per item,
     pixel units (256 levels); other data: the exact divergence. ``steps`` of ``solver`` from data to noise."""
@@ -65,7 +65,7 @@ def likelihood_pair(model, quantized_model, x, solver="heun2", steps=20, seed=0)
                 ci=diff["ci_minus"], n=diff["n"], method=kw["method"])
 
 
-def compare(model, quantized_model, data, n=256, solver="heun2", steps=20, seed=0, likelihood=0):
+def compare(model, quantized_model, data, *, n=256, solver="heun2", steps=20, seed=0, likelihood=0):
     """Measure what quantization changed. ``data``: real samples shaped like the models' inputs (at least 2n);
     returns a dict of the velocity fidelity at t = 0 on ``n`` data points, the RMS ``drift`` between both models'
     samples from the same ``n`` noise draws (``solver``, ``steps``), and ``sw2_float`` / ``sw2_quantized``: each

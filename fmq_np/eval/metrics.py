@@ -156,7 +156,7 @@ def _sym_sqrt(m):
     return (vecs * np.sqrt(np.clip(vals, 0.0, None))) @ vecs.T
 
 
-def train_feature_net(images, labels=None, width=8, steps=200, batch_size=64, lr=3e-3, seed=0):
+def train_feature_net(images, labels=None, *, width=8, steps=200, batch_size=64, lr=3e-3, seed=0):
     """The feature network of :func:`image_frechet_distance`: an ``fmq_np.nn.Classifier`` for images (n, C, H, W).
 
     With ``labels`` (n,) integers it is trained for ``steps`` AdamW steps of softmax cross-entropy on random

@@ -148,7 +148,7 @@ def divergence(model, x, t, probes=None, max_rows=16384):
         return _velocity_and_hutchinson(model, x, t, probes.astype(_model_dtype(model), copy=False))[1]
 
 
-def draw_probes(rng, n_probes, n, shape, kind="rademacher", dtype=np.float32):
+def draw_probes(rng, n_probes, n, shape, *, kind="rademacher", dtype=np.float32):
     """Hutchinson probes (n_probes, n, *shape): ±1 (``"rademacher"``) or N(0, 1) (``"gaussian"``).
 
     Drawn sample-major, so sample i gets the same probes whatever n (and however the samples are batched).
@@ -161,7 +161,7 @@ def draw_probes(rng, n_probes, n, shape, kind="rademacher", dtype=np.float32):
     return np.ascontiguousarray(np.swapaxes(eps, 0, 1))
 
 
-def log_likelihood(model, x, method="exact", solver="heun2", steps=50, seed=0, n_probes=1, probe="rademacher",
+def log_likelihood(model, x, *, method="exact", solver="heun2", steps=50, seed=0, n_probes=1, probe="rademacher",
                    batch_size=1024, levels=None, atol=1e-5, rtol=1e-5, max_rows=16384, progress=None):
     """log p(x) under ``model``'s flow and bits/dim: integrate the ODE from data (t = 1) to noise (t = 0).
 
@@ -193,7 +193,7 @@ def log_likelihood(model, x, method="exact", solver="heun2", steps=50, seed=0, n
     n, shape = len(x64), x64.shape[1:]
     d = int(np.prod(shape))
     dtype = _model_dtype(model)
-    probes = (draw_probes(np.random.default_rng(seed), n_probes, n, shape, probe, dtype)
+    probes = (draw_probes(np.random.default_rng(seed), n_probes, n, shape, kind=probe, dtype=dtype)
               if method == "hutchinson" else None)
 
     log_p0 = np.empty(n)
@@ -207,7 +207,7 @@ def log_likelihood(model, x, method="exact", solver="heun2", steps=50, seed=0, n
             field = _joint_field(model, shape, dtype, eps, max_rows)
             state = np.zeros((stop - start, d + 1))
             state[:, :d] = x64[start:stop].reshape(stop - start, d)
-            res = integrate(field, state, solver, steps, t0=1.0, t1=0.0, atol=atol, rtol=rtol)
+            res = integrate(field, state, solver=solver, steps=steps, t0=1.0, t1=0.0, atol=atol, rtol=rtol)
             z = res.x[:, :d]
             x0[start:stop] = z.reshape((stop - start,) + shape)
             log_p0[start:stop] = -0.5 * np.einsum("nd,nd->n", z, z) - 0.5 * d * _LOG_2PI

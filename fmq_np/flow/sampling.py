@@ -26,7 +26,7 @@ def velocity_field(model):
 BATCH_VALUES = 1 << 18
 
 
-def sample(model, n=1000, solver="heun2", steps=50, seed=0, x0=None, batch_size=None, atol=1e-5, rtol=1e-5,
+def sample(model, *, n=1000, solver="heun2", steps=50, seed=0, x0=None, batch_size=None, atol=1e-5, rtol=1e-5,
            progress=None):
     """Draw ``n`` samples: integrate ``model`` from the noise of ``seed`` (or the given ``x0``) with ``solver``.
 
@@ -51,6 +51,6 @@ def sample(model, n=1000, solver="heun2", steps=50, seed=0, x0=None, batch_size=
     with Progress(len(x0), f"sample[{solver}]", enabled=progress) as bar:
         for start in range(0, len(x0), batch_size):
             chunk = x0[start:start + batch_size]
-            out[start:start + len(chunk)] = integrate(f, chunk, solver, steps, atol=atol, rtol=rtol).x
+            out[start:start + len(chunk)] = integrate(f, chunk, solver=solver, steps=steps, atol=atol, rtol=rtol).x
             bar.update(len(chunk))
     return out

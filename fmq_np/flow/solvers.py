@@ -33,9 +33,13 @@ def check_solver(solver, steps):
         raise InputError(f"steps must be a positive integer, got {steps!r}")
 
 
-def integrate(velocity, x0, solver="heun2", steps=50, t0=0.0, t1=1.0, atol=1e-5, rtol=1e-5, max_steps=100_000):
+def integrate(velocity, x0, *, solver="heun2", steps=50, t0=0.0, t1=1.0, atol=1e-5, rtol=1e-5, max_steps=100_000):
     """Integrate from ``x0`` at ``t0`` to ``t1``. ``steps``: number of steps (fixed-step solvers) or the number
-    of steps the first dopri5 step guess is based on. Returns an :class:`OdeResult`."""
+    of steps the first dopri5 step guess is based on. Returns an :class:`OdeResult`.
+
+    Bad arguments raise InputError; a failed computation (dopri5 needing more than ``max_steps`` steps, or a
+    velocity field returning NaN / Inf) raises :class:`~fmq_np.FmqError` itself: neither an argument nor a file is
+    at fault there."""
     check_solver(solver, steps)
     x = np.array(x0, copy=True)
     if solver == "dopri5":

@@ -184,12 +184,14 @@ class Conv1x1(Module):
             self._x = x
         return z
 
+    def cached_input(self):
+        """The input (in_channels, M) of the last ``forward(train=True)``, None before one."""
+        return self._x
+
     def _input_blocks(self):
         """The calibration hook of :meth:`Module.weight_inputs`: the cached input as rows (M, in_channels)."""
-        if self._x is None:
-            return None
-        x = self._x
-        return lambda: iter((x.T,))
+        x = self.cached_input()
+        return None if x is None else lambda: iter((x.T,))
 
     def backward(self, dz):
         x, w = self._x, self._params["weight"]
@@ -276,7 +278,7 @@ class ADMResBlock(Module):
 
     uses_emb = True
 
-    def __init__(self, channels, emb_channels, dropout=0.0, out_channels=None, use_scale_shift_norm=False,
+    def __init__(self, channels, emb_channels, *, dropout=0.0, out_channels=None, use_scale_shift_norm=False,
                  up=False, down=False, rng=None):
         super().__init__()
         rng = np.random.default_rng(0) if rng is None else rng
@@ -288,7 +290,7 @@ class ADMResBlock(Module):
                                                          rng=rng))
         self.out_norm = self.add_child("out_layers.0", GroupNorm(co, GROUPS, act="silu"))
         self.out_conv = self.add_child("out_layers.3", Conv2d(co, co, 3, rng=rng))
-        for p in self.out_conv._params.values():
+        for p in self.out_conv.parameters().values():
             p[...] = 0.0
         self.skip = (self.add_child("skip_connection", Conv2d(channels, co, 1, rng=rng))
                      if co != channels else None)
@@ -326,17 +328,16 @@ class ADMResBlock(Module):
         dg = self.out_conv.backward(dout)
         if self._mask is not None:
             dg = dg * self._mask
+        dh, dscale, dshift = self.out_norm.backward(dg)
         if self.scale_shift:
-            dh, dscale, dshift = self.out_norm.backward(dg)
             de = np.concatenate([dscale.T, dshift.T], axis=1)
         else:
-            dh = self.out_norm.backward(dg)
             de = np.ascontiguousarray(dh.reshape(dh.shape[0], dh.shape[1], -1).sum(axis=2).T)
         demb = self.emb.backward(de)
         da = self.in_conv.backward(dh)
         if self.h_down is not None:
             da = self.h_down.backward(da)
-        dx = self.in_norm.backward(da)
+        dx, _, _ = self.in_norm.backward(da)
         dxs = self.skip.backward(dout) if self.skip is not None else dout
         dx += self.x_upd.backward(dxs) if self.x_upd is not None else dxs
         return dx, demb.copy()
@@ -409,7 +410,7 @@ class ADMAttention(Module):
         for dst, src in zip(self._split(dqkv, c, n, t), (dq, dk, dv)):
             dst[...] = src.transpose(1, 2, 0, 3)
         dxn = self.qkv.backward(dqkv)
-        dx = self.norm.backward(dxn.reshape(shape))
+        dx, _, _ = self.norm.backward(dxn.reshape(shape))
         dx += dout
         return dx
 
@@ -476,7 +477,8 @@ class ADMUNet(Module):
         def res(name, c_in, c_out, up=False, down=False):
             _check_groups(c_in, name)
             _check_groups(c_out, name)
-            return self.add_child(name, ADMResBlock(c_in, emb_dim, drop, c_out, ss, up=up, down=down, rng=rng))
+            return self.add_child(name, ADMResBlock(c_in, emb_dim, dropout=drop, out_channels=c_out,
+                                                    use_scale_shift_norm=ss, up=up, down=down, rng=rng))
 
         def attn(name, c, heads):
             _check_groups(c, name)
@@ -526,12 +528,12 @@ class ADMUNet(Module):
         _check_groups(ch, "out.0")
         self.out_norm = self.add_child("out.0", GroupNorm(ch, GROUPS, act="silu"))
         self.out_conv = self.add_child("out.2", Conv2d(ch, cfg["out_channels"], 3, rng=rng))
-        for p in self.out_conv._params.values():
+        for p in self.out_conv.parameters().values():
             p[...] = 0.0
         self._state = None
 
     @classmethod
-    def from_torchcfm(cls, dim, num_channels, num_res_blocks, channel_mult=None, learn_sigma=False,
+    def from_torchcfm(cls, dim, num_channels, num_res_blocks, *, channel_mult=None, learn_sigma=False,
                       class_cond=False, num_classes=1000, use_checkpoint=False, attention_resolutions="16",
                       num_heads=1, num_head_channels=-1, num_heads_upsample=-1, use_scale_shift_norm=False,
                       dropout=0, resblock_updown=False, use_fp16=False, use_new_attention_order=False, seed=0):
@@ -593,7 +595,7 @@ class ADMUNet(Module):
             if k is None:
                 raise InputError("y given, but the model is unconditional (num_classes=None)")
             y = np.asarray(y)
-            rows = self.label_emb._params["weight"].shape[0]
+            rows = self.label_emb.param("weight").shape[0]
             if y.shape != (n,) or y.dtype.kind not in "iu":
                 raise InputError(f"y must be integer labels of shape ({n},), got {y.dtype} {y.shape}")
             if y.size and (y.min() < 0 or y.max() >= rows):
@@ -674,7 +676,7 @@ class ADMUNet(Module):
             raise InputError("backward called before forward")
         c, n, hh, ww = st["shape"]
         d = _check_array("dv", dv, (n, c, hh, ww), self.dtype)
-        d = self.out_norm.backward(self.out_conv.backward(np.ascontiguousarray(d.transpose(1, 0, 2, 3))))
+        d, _, _ = self.out_norm.backward(self.out_conv.backward(np.ascontiguousarray(d.transpose(1, 0, 2, 3))))
         demb = np.zeros((n, self.emb_dim), dtype=self.dtype)
         dskips = []   # output block j took input block L-1-j's output: walking j backwards lists them 0, 1, ...
         for seq, width in zip(reversed(self.output_blocks), reversed(st["widths"])):
@@ -690,7 +692,7 @@ class ADMUNet(Module):
         if st["labels"]:
             self.label_emb.backward(demb)
         elif self.label_emb is not None:
-            self.label_emb._grads["weight"][...] = 0.0
+            self.label_emb.zero_grad()
         self.time_embed[0].backward(self.time_embed[1].backward(demb), need_dx=False)
         if st["fourier"] is not None:
             arg, w = st["fourier"]

@@ -34,6 +34,8 @@ class Module:
 
     ``parameters()`` / ``gradients()`` return ordered dicts of dotted names (``"down.0.0.conv1.weight"``) to the
     live arrays: optimizers update parameters in place and ``backward`` overwrites gradients in place.
+    What code outside a layer's class may use of it: :meth:`param` (one own parameter), :meth:`zero_grad` and
+    :meth:`cached_input` (what the last training forward saw), besides the dicts above.
     """
 
     def __init__(self):
@@ -48,6 +50,25 @@ class Module:
         self._params[name] = arr
         self._grads[name] = np.zeros_like(arr)
         return arr
+
+    def param(self, name):
+        """This module's own live parameter ``name`` (as given to :meth:`add_param`, e.g. ``"weight"``; children's
+        are not searched); InputError naming it when there is none."""
+        if name not in self._params:
+            raise InputError(f"{type(self).__name__} has no parameter {name!r} "
+                             f"(it has: {', '.join(self._params) or 'none'})")
+        return self._params[name]
+
+    def zero_grad(self):
+        """Set the gradients of this module and all its descendants to 0, in place."""
+        for _, mod in self.modules():
+            for g in mod._grads.values():
+                g[...] = 0
+
+    def cached_input(self):
+        """The input array of this layer's last ``forward(train=True)``, in the layer's own layout (Linear (N, in),
+        Conv2d (C_in, N, H, W)); None before one, and for modules that keep no input (all but the weight layers)."""
+        return None
 
     def add_child(self, name, module):
         """Register a child module under ``name``; returns it."""
@@ -181,11 +202,12 @@ class Linear(Module):
             self._cache = (x, z)
         return y
 
+    def cached_input(self):
+        return None if self._cache is None else self._cache[0]
+
     def _input_blocks(self):
-        if self._cache is None:
-            return None
-        x = self._cache[0]
-        return lambda: iter((x,))
+        x = self.cached_input()
+        return None if x is None else lambda: iter((x,))
 
     def backward(self, dy, need_dx=True):
         x, z = self._cache
@@ -258,7 +280,7 @@ class Conv2d(Module):
     weight (out_channels, in_channels, k, k), bias (out_channels,), U(-1/sqrt(in*k*k), +) at init.
     """
 
-    def __init__(self, in_channels, out_channels, k=3, stride=1, padding=None, up=1, act=None, rng=None):
+    def __init__(self, in_channels, out_channels, k=3, *, stride=1, padding=None, up=1, act=None, rng=None):
         super().__init__()
         if stride not in (1, 2) or up not in (1, 2) or k < 1:
             raise InputError(f"Conv2d needs stride and up in (1, 2) and k >= 1, got stride={stride}, up={up}, k={k}")
@@ -337,10 +359,13 @@ class Conv2d(Module):
             self._cache = (x, z)
         return y.reshape(c_out, n, ho, wo)
 
+    def cached_input(self):
+        return None if self._cache is None else self._cache[0]
+
     def _input_blocks(self):
-        if self._cache is None:
+        x = self.cached_input()
+        if x is None:
             return None
-        x = self._cache[0]
 
         def blocks():
             c_in, n, h, wd = x.shape
@@ -476,7 +501,8 @@ class GroupNorm(Module):
         return y
 
     def backward(self, dy):
-        """Returns dx, or (dx, dscale, dshift) when forward was given a scale-shift."""
+        """Returns ``(dx, dscale, dshift)``: dx like the input, dscale and dshift (C, N) when :meth:`forward` was
+        given a scale-shift, else None."""
         x3, shape, scale, shift, mean, rstd = self._cache
         c, n = x3.shape[:2]
         dx = self._buffer("dx", shape, True)
@@ -490,7 +516,7 @@ class GroupNorm(Module):
                                dscale, dshift)
         np.sum(dg, axis=0, out=self._grads["weight"])
         np.sum(db, axis=0, out=self._grads["bias"])
-        return (dx, dscale, dshift) if mod else dx
+        return (dx, dscale, dshift) if mod else (dx, None, None)
 
 
 class TimeEmbedding(Module):
@@ -597,6 +623,6 @@ class ResBlock(Module):
         de[:, :self.out_channels] = dscale.T
         de[:, self.out_channels:] = dshift.T
         dtemb = self.emb.backward(de)
-        dx = self.norm1.backward(self.conv1.backward(dh1))
+        dx, _, _ = self.norm1.backward(self.conv1.backward(dh1))
         dx += self.skip.backward(dout) if self.skip is not None else dout
         return dx, dtemb

@@ -81,11 +81,10 @@ class MLPVelocity(Module):
 
     def backward(self, dv):
         """Overwrite the gradients with d(sum(dv*v))/dparam for the last :meth:`forward`; returns dx (n, dim)."""
-        first = self.layers[0]
-        if first._cache is None:
+        x = self.layers[0].cached_input()
+        if x is None:
             raise InputError("backward called before forward")
-        n = first._cache[0].shape[0]
-        d = _check_array("dv", dv, (n, self.dim), self.dtype)
+        d = _check_array("dv", dv, (x.shape[0], self.dim), self.dtype)
         for layer in reversed(self.layers):
             d = layer.backward(d)
         return d[:, :self.dim].copy()
@@ -100,7 +99,7 @@ class UNetVelocity(Module):
     ``time_dim`` (default 4*width) on a sinusoidal embedding. ``size`` must be divisible by 2**(len(mults)-1).
     """
 
-    def __init__(self, channels=1, size=28, width=32, mults=(1, 2, 2), blocks=1, groups=8, time_dim=None, seed=0):
+    def __init__(self, channels=1, *, size=28, width=32, mults=(1, 2, 2), blocks=1, groups=8, time_dim=None, seed=0):
         super().__init__()
         channels = _check_int("channels", channels, 1)
         size = _check_int("size", size, 1)
@@ -205,11 +204,11 @@ class UNetVelocity(Module):
         """Overwrite the gradients with d(sum(dv*v))/dparam for the last :meth:`forward`; returns dx like x."""
         if self._skip_channels is None:
             raise InputError("backward called before forward")
-        n = self.conv_in._cache[0].shape[1]
+        n = self.conv_in.cached_input().shape[1]
         d = _check_array("dv", dv, (n, self.channels, self.size, self.size), self.dtype)
         d = self.conv_out.backward(np.ascontiguousarray(d.transpose(1, 0, 2, 3)))
-        d = self.norm_out.backward(d)
-        dtemb = np.zeros((n, self.time[-1]._params["weight"].shape[0]), dtype=self.dtype)
+        d, _, _ = self.norm_out.backward(d)
+        dtemb = np.zeros((n, self.time[-1].param("weight").shape[0]), dtype=self.dtype)
         dskips = [None] * len(self.up)
         for i in range(len(self.up)):
             if i > 0:
@@ -243,7 +242,7 @@ class Classifier(Module):
     and Linear -> logits (n, n_classes). ``size`` must be divisible by 4.
     """
 
-    def __init__(self, channels=1, size=28, n_classes=10, width=16, hidden=0, seed=0):
+    def __init__(self, channels=1, *, size=28, n_classes=10, width=16, hidden=0, seed=0):
         super().__init__()
         channels = _check_int("channels", channels, 1)
         size = _check_int("size", size, 1)
@@ -298,10 +297,10 @@ class Classifier(Module):
 
     def backward(self, dlogits):
         """Overwrite the gradients with d(sum(dlogits*logits))/dparam; returns dx (n, channels, size, size)."""
-        if self.fc._cache is None:
+        x = self.fc.cached_input()
+        if x is None:
             raise InputError("backward called before forward")
-        n = self.fc._cache[0].shape[0]
-        d = _check_array("dlogits", dlogits, (n, self.fc._params["weight"].shape[0]), self.dtype)
+        d = _check_array("dlogits", dlogits, (x.shape[0], self.fc.param("weight").shape[0]), self.dtype)
         d = self.fc.backward(d)
         if self.hidden is not None:
             d = self.hidden.backward(d)

@@ -243,11 +243,11 @@ def trajectory_states(model, n, solver, steps, seed):
                              "activations); check the model's weights")
         return v
 
-    integrate(f, noise(model, n, seed), solver, steps)
+    integrate(f, noise(model, n, seed), solver=solver, steps=steps)
     return np.concatenate(xs), np.concatenate(ts)
 
 
-def calibrate(model, data=None, n=64, solver="heun2", steps=8, seed=0, train_pairs=None, widths=DEFAULT_WIDTHS,
+def calibrate(model, data=None, *, n=64, solver="heun2", steps=8, seed=0, train_pairs=None, widths=DEFAULT_WIDTHS,
               sens_method="ot-opt", sens_states=256, batch_size=128):
     """Measure a float velocity model along its own sampling trajectories → :class:`Calibration` (module docstring).
 
@@ -344,8 +344,8 @@ def _calibrate(model, data, n, solver, steps, seed, train_pairs, widths, sens_me
         if not np.isfinite(fisher[k]).all():
             raise InputError(f"calibration: non-finite gradients for {k!r} (non-finite activations)")
 
-    sens = measure_sensitivity(model, params, x, t, list(layers), widths, sens_method, sens_states, batch_size,
-                               rng)
+    sens = measure_sensitivity(model, params, x, t, names=list(layers), widths=widths, method=sens_method,
+                               n_states=sens_states, batch_size=batch_size, rng=rng)
     meta = dict(digest=digest, widths=widths, sens_method=sens_method, n=n, solver=solver, steps=int(steps),
                 seed=int(seed), train_pairs=int(train_pairs), n_states=int(len(x)), trajectory_states=int(n_traj),
                 model_class=type(model).__name__)
@@ -357,7 +357,7 @@ def _velocity(model, x, t, batch_size):
                                       np.float64) for a in range(0, len(x), batch_size)])
 
 
-def measure_sensitivity(model, params, x, t, names, widths, method, n_states, batch_size, rng):
+def measure_sensitivity(model, params, x, t, *, names, widths, method, n_states, batch_size, rng):
     """weight name → (len(widths),) mean squared velocity error per value on ``n_states`` of the states (x, t)
     (a seeded subset), with that tensor alone quantized per channel by ``method`` at each width."""
     from fmq_np.quant.schemes import quantize
@@ -373,7 +373,7 @@ def measure_sensitivity(model, params, x, t, names, widths, method, n_states, ba
         row = np.empty(len(widths))
         try:
             for i, b in enumerate(widths):
-                np.copyto(live, quantize(keep, b, method, "channel", name=name).dequantize())
+                np.copyto(live, quantize(keep, bits=b, method=method, granularity="channel", name=name).dequantize())
                 row[i] = float(np.mean((_velocity(model, xs, ts, batch_size) - ref) ** 2))
         finally:
             np.copyto(live, keep)
@@ -500,7 +500,7 @@ def allocate_widths(cal, shapes, budget, max_width=None):
     return {nm: widths[level[nm]] for nm in names}
 
 
-def quantize_calibrated(named_arrays, bits, method, calibration, error_feedback_on=True, bias_correction=False,
+def quantize_calibrated(named_arrays, bits, method, calibration, *, error_feedback_on=True, bias_correction=False,
                         weighted=False, device="auto"):
     """``quantize_model`` with a calibration (per-channel granularity): see ``quantize_model``'s docstring.
 
@@ -542,7 +542,8 @@ def quantize_calibrated(named_arrays, bits, method, calibration, error_feedback_
         array = as_float_array(arrays[name], name)
         b = widths[name]
         wts = _importance(calibration, name, array) if weighted and method == "ot-opt" else None
-        qt = quantize_checked(array, b, method, "channel", 0, False, wts, device, name)
+        qt = quantize_checked(array, bits=b, method=method, granularity="channel", group_size=0, paper_compat=False,
+                              weights=wts, device=device, name=name)
         st = _layer(calibration, name, array) if error_feedback_on or bias_correction else None
         if error_feedback_on:
             codes, _ = error_feedback(array.reshape(array.shape[0], -1), qt.codebook.astype(np.float64), st.h)

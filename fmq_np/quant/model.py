@@ -110,24 +110,29 @@ def report_row(name, t, original, skipped=None):
     return row
 
 
-def default_policy(paper_compat):
-    """``bits`` for every tensor, except 1-D ones (biases, norm scales) kept in float unless ``paper_compat``.
+def default_policy(bits, paper_compat=False):
+    """The policy ``quantize_model`` uses when given none: ``policy(name, array)`` returns ``bits`` for every tensor,
+    except 1-D ones (biases, norm scales), kept in float (None) unless ``paper_compat``.
 
     (``quantize_model`` with this policy also keeps in float, unless ``paper_compat``, a tiny tensor: one whose
     groups hold no more values than there are levels, that the quantizer reproduces exactly (``ot``, ``ot-opt``),
     and whose codebooks would take as many bytes as its values. The dequantized model is the same either way.)"""
-    def policy(name, array, bits):
+    def policy(name, array):
         return bits if paper_compat or array.ndim > 1 else None
     return policy
 
 
-def quantize_model(named_arrays, bits=3, method="ot", granularity="channel", group_size=None, paper_compat=False,
+def quantize_model(named_arrays, *, bits=3, method="ot", granularity="channel", group_size=None, paper_compat=False,
                    policy=None, weights=None, device="auto", calibration=None, error_feedback=None,
                    bias_correction=None):
     """Quantize every float array of ``named_arrays`` → :class:`QuantizedModel`.
 
-    ``policy(name, array) -> bits | None`` picks each tensor's bit width (None keeps it in float); the default keeps
-    1-D tensors in float unless ``paper_compat``. With ``paper_compat=True`` the published skip rule applies
+    ``policy(name, array) -> bits | None`` picks each tensor's bit width: it is called once per float tensor, in
+    order, with the tensor's name and its float array (not to be modified), and returns an integer width in 1..8
+    (``bits`` then only sets ``meta["bits"]`` for it) or None to keep the tensor in float; any other answer is an
+    InputError naming the tensor. Without one, :func:`default_policy` ``(bits, paper_compat)`` keeps 1-D tensors in
+    float unless ``paper_compat``, and tiny tensors that would not shrink are kept in float too (see there).
+    With ``paper_compat=True`` the published skip rule applies
     (``numel < 2**bits`` for ot/pwl/log2 → kept in float). Non-float arrays are kept as they are.
     ``weights``: optional ``dict[name, importance array]`` for ``method="ot-opt"``. ``method="log2"`` at 1 bit warns
     (its two levels are the smallest magnitudes). ``meta["source_digest"]`` records :func:`weights_digest` of
@@ -156,6 +161,9 @@ def quantize_model(named_arrays, bits=3, method="ot", granularity="channel", gro
     if not hasattr(named_arrays, "items"):
         raise InputError("named_arrays must be a mapping of name -> array")
     weights = weights or {}
+    custom = policy is not None
+    policy = policy if custom else default_policy(bits, paper_compat)
+    why = "kept in float by policy" if custom else "1-D tensor kept in float (default policy)"
     tensors, originals, skipped = {}, {}, {}
     for name, array in named_arrays.items():
         array = np.asarray(array)
@@ -163,21 +171,16 @@ def quantize_model(named_arrays, bits=3, method="ot", granularity="channel", gro
             tensors[name], originals[name], skipped[name] = array, array, "not a float array"
             continue
         array = as_float_array(array, name)
-        if policy is None:
-            b, why = default_policy(paper_compat)(name, array, bits), "1-D tensor kept in float (default policy)"
-        else:
-            b, why = policy(name, array), "kept in float by policy"
-            b = None if b is None else check_bits(b, f"policy({name!r})")
-        if b is not None and paper_compat:
-            rule = paper_skip_reason(array.size, b, method)
-            b, why = (None, rule) if rule else (b, why)
+        b = policy(name, array)
+        b = None if b is None else check_bits(b, f"policy({name!r})")
+        rule = paper_skip_reason(array.size, b, method) if b is not None and paper_compat else None
         originals[name] = array
-        if b is None:
-            tensors[name], skipped[name] = array, why
+        if b is None or rule:
+            tensors[name], skipped[name] = array, rule or why
             continue
-        qt = quantize_checked(array, b, method, granularity, group_size, paper_compat, weights.get(name), device,
-                              name)
-        if (policy is None and not paper_compat and qt.codes.shape[1] <= qt.n_levels and qt.nbytes >= array.nbytes
+        qt = quantize_checked(array, bits=b, method=method, granularity=granularity, group_size=group_size,
+                              paper_compat=paper_compat, weights=weights.get(name), device=device, name=name)
+        if (not custom and not paper_compat and qt.codes.shape[1] <= qt.n_levels and qt.nbytes >= array.nbytes
                 and np.array_equal(qt.dequantize(), array)):
             tensors[name], skipped[name] = array, (f"kept in float: {qt.codes.shape[1]} values per group for "
                                                    f"{qt.n_levels} levels are reproduced exactly, in {qt.nbytes} "

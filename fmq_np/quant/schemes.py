@@ -200,7 +200,7 @@ def as_float_array(w, name):
     return w
 
 
-def quantize(w, bits=3, method="ot", granularity="channel", group_size=None, paper_compat=False, weights=None,
+def quantize(w, *, bits=3, method="ot", granularity="channel", group_size=None, paper_compat=False, weights=None,
              device="auto", name="w"):
     """Quantize one float array → :class:`QuantizedTensor` (``.dequantize()`` has w's shape and dtype).
 
@@ -209,11 +209,11 @@ def quantize(w, bits=3, method="ot", granularity="channel", group_size=None, pap
     losslessly and marked ``meta["skipped"]``. ``name`` only labels error messages.
     """
     bits, group_size = check_options(bits, method, granularity, group_size, paper_compat)
-    return quantize_checked(as_float_array(w, name), bits, method, granularity, group_size, paper_compat, weights,
-                            device, name)
+    return quantize_checked(as_float_array(w, name), bits=bits, method=method, granularity=granularity,
+                            group_size=group_size, paper_compat=paper_compat, weights=weights, device=device, name=name)
 
 
-def quantize_checked(w, bits, method, granularity, group_size, paper_compat, weights, device, name):
+def quantize_checked(w, *, bits, method, granularity, group_size, paper_compat, weights, device, name):
     """:func:`quantize` on an array :func:`as_float_array` has passed, with options :func:`check_options` has
     passed (``group_size`` 0 unless granularity is ``"group"``)."""
     kern = _kernels(device)

@@ -196,8 +196,9 @@ def quantize_one(name, array, settings, device="auto"):
     from fmq_np.quant.model import quantize_model
     if isinstance(array, tuple):
         array = read_located(array)
-    qm = quantize_model({name: array}, settings["bits"], settings["method"], settings["granularity"],
-                        settings["group_size"], settings["paper_compat"], device=device)
+    qm = quantize_model({name: array}, bits=settings["bits"], method=settings["method"],
+                        granularity=settings["granularity"], group_size=settings["group_size"],
+                        paper_compat=settings["paper_compat"], device=device)
     return qm.report[0], qm.tensors[name], {k: v for k, v in qm.meta.items() if k != "source_digest"}
 
 

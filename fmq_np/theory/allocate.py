@@ -80,7 +80,7 @@ def mlp_sensitivity(params, lo, hi, t_range=(0.0, 1.0)):
     return out
 
 
-def allocate_bits(model_or_arrays, budget_bits_per_weight, method="ot", granularity="channel", choices=range(2, 9),
+def allocate_bits(model_or_arrays, budget_bits_per_weight, *, method="ot", granularity="channel", choices=range(2, 9),
                   sensitivity=None, quantizer=None, box=None, errors=None):
     """Per-tensor bit widths minimising Σ s_l‖W_l − Q(W_l)‖_F at ≤ ``budget_bits_per_weight`` bits per weight.
 

@@ -98,13 +98,13 @@ def tensor_rows(params, qm):
                    method=qt.method if quantized else "skipped")
         row.update(weights.weight_errors(w, params_hat[name], gran, gsize, name))
         if quantized and qt.method in weights.PREDICTABLE and qt.bits <= 8:
-            row["predicted_mse"] = weights.predicted_mse(w, qt.bits, qt.method, gran, gsize, name)
+            row["predicted_mse"] = weights.predicted_mse(w, qt.bits, qt.method, gran, group_size=gsize, name=name)
             row["pred/meas"] = row["predicted_mse"] / row["mse"] if row["mse"] > 0 else None
         rows.append(row)
     return rows
 
 
-def flow_summary(model, params_hat, n_samples, solver, steps, seed, splits, margin):
+def flow_summary(model, params_hat, *, n_samples, solver, steps, seed, splits, margin):
     """Measured ε / drift / sliced-W2 and the certified ε, L, flow and tube bounds (dict of floats and arrays)."""
     from ..eval.metrics import sliced_w2
     from ..flow import noise
@@ -116,9 +116,9 @@ def flow_summary(model, params_hat, n_samples, solver, steps, seed, splits, marg
         m64, m64_hat = lipschitz.float64_copy(model), lipschitz.float64_copy(model)
         m64_hat.load_parameters(params_hat)
     x0 = noise(model, n_samples, seed).astype(np.float64)
-    rms, mx, x1, x1_hat = flow_bounds.pathwise_drift(m64, m64_hat, x0, solver, steps)
-    xa, ta = flow_bounds.visited_points(m64, x0, solver, steps)
-    xb, tb = flow_bounds.visited_points(m64_hat, x0, solver, steps)
+    rms, mx, x1, x1_hat = flow_bounds.pathwise_drift(m64, m64_hat, x0, solver=solver, steps=steps)
+    xa, ta = flow_bounds.visited_points(m64, x0, solver=solver, steps=steps)
+    xb, tb = flow_bounds.visited_points(m64_hat, x0, solver=solver, steps=steps)
     pts, tms = np.concatenate([xa, xb]), np.concatenate([ta, tb])
     eps_meas = network.measured_error(m64, m64_hat, pts, tms)[0]
     out = dict(solver=solver, steps=steps, n_samples=n_samples, drift_rms=rms, drift_max=mx,
@@ -166,13 +166,13 @@ def _unet_summary(model, params_hat, m64, m64_hat, x0, eps_meas, lo, hi, rng, sp
     if solver in flow_bounds.TABLEAUX:
         draws = x0[:TUBE_DRAWS]
         tube = unet_tube_bound(model, params_hat, draws, solver, steps)
-        d_max = flow_bounds.pathwise_drift(m64, m64_hat, draws, solver, steps)[1]
+        d_max = flow_bounds.pathwise_drift(m64, m64_hat, draws, solver=solver, steps=steps)[1]
         out.update(tube_bound_max=tube.max, tube_bound_rms=tube.rms, tube_draws=len(draws), tube_drift_max=d_max,
                    tube_tightness=_ratio(tube.max, d_max))
     return out
 
 
-def run_bounds(model_path, quantized_path, json_out=None, n_samples=256, solver="euler", steps=20, seed=0,
+def run_bounds(model_path, quantized_path, *, json_out=None, n_samples=256, solver="euler", steps=20, seed=0,
                splits=8, margin=0.5):
     """Compare ``quantized_path`` with ``model_path``: returns the report as text; writes JSON to ``json_out``.
 
@@ -193,7 +193,8 @@ def run_bounds(model_path, quantized_path, json_out=None, n_samples=256, solver=
     model, qm, params, params_hat = _load_pair(model_path, quantized_path)
     _check_sizes(model, params, n_samples, steps, splits)
     rows = tensor_rows(params, qm)
-    summary = flow_summary(model, params_hat, n_samples, solver, steps, seed, splits, margin)
+    summary = flow_summary(model, params_hat, n_samples=n_samples, solver=solver, steps=steps, seed=seed,
+                           splits=splits, margin=margin)
     cols = ["name", "shape", "method", "bits", "frobenius", "mse", "predicted_mse", "pred/meas", "w2", "max_abs"]
     text = [report.table(rows, cols, title=f"weights: {quantized_path} vs {model_path}"), ""]
     flow_rows = [dict(quantity="eps = sup|v - v_hat| on the box", bound=summary["eps_bound"],

@@ -136,7 +136,7 @@ def drift_scaling(bits, mse_constant, gain):
     return gain * np.sqrt(mse_constant) * np.exp2(-bits)
 
 
-def pathwise_drift(model, model_hat, x0, solver="euler", steps=20, atol=1e-5, rtol=1e-5):
+def pathwise_drift(model, model_hat, x0, *, solver="euler", steps=20, atol=1e-5, rtol=1e-5):
     """Measured drift between the two models' samples from the same noise x0 (n, ...) with the same solver.
 
     Returns (rms, max, x1, x1_hat): RMS and max over samples of ‖x̂_1 − x_1‖₂ (the RMS upper-bounds W2 between the
@@ -149,13 +149,13 @@ def pathwise_drift(model, model_hat, x0, solver="euler", steps=20, atol=1e-5, rt
     def field(m):
         return lambda x, t: m(x, np.full(len(x), t, dtype=x.dtype))
 
-    x1 = integrate(field(model), x0, solver, steps, atol=atol, rtol=rtol).x
-    x1_hat = integrate(field(model_hat), x0, solver, steps, atol=atol, rtol=rtol).x
+    x1 = integrate(field(model), x0, solver=solver, steps=steps, atol=atol, rtol=rtol).x
+    x1_hat = integrate(field(model_hat), x0, solver=solver, steps=steps, atol=atol, rtol=rtol).x
     d = np.linalg.norm((x1_hat - x1).reshape(len(x0), -1).astype(np.float64), axis=1)
     return float(np.sqrt(np.mean(d ** 2))), float(d.max()), x1, x1_hat
 
 
-def visited_points(model, x0, solver="euler", steps=20, atol=1e-5, rtol=1e-5):
+def visited_points(model, x0, *, solver="euler", steps=20, atol=1e-5, rtol=1e-5):
     """Every (x, t) at which ``solver`` evaluates ``model`` from x0: points (m, ...) and times (m,), float64.
 
     The box a certified ε and L must cover is the hull of these points for both models (plus a margin).
@@ -169,5 +169,5 @@ def visited_points(model, x0, solver="euler", steps=20, atol=1e-5, rtol=1e-5):
         ts.append(np.full(len(x), t, dtype=np.float64))
         return model(x, np.full(len(x), t, dtype=x.dtype))
 
-    integrate(field, np.asarray(x0), solver, steps, atol=atol, rtol=rtol)
+    integrate(field, np.asarray(x0), solver=solver, steps=steps, atol=atol, rtol=rtol)
     return np.concatenate(xs), np.concatenate(ts)

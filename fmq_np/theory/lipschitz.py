@@ -95,7 +95,7 @@ def float64_copy(model):
     return clone
 
 
-def jacobian_norm_lower(model, x, t, iters=20, fd_step=1e-5, seed=0):
+def jacobian_norm_lower(model, x, t, *, iters=20, fd_step=1e-5, seed=0):
     """‖∂v/∂x (x_i, t_i)‖₂ at each point, (n,) values, each ≤ the true norm up to the O(fd_step²) finite-difference
     error. ``model(x, t)`` in float64 (see :func:`float64_copy`, :func:`fmq_np.theory.network.mlp_function`).
 

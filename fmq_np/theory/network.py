@@ -217,7 +217,7 @@ def box_errors(layers, layers_hat, box_lo, box_hi):
     return delta, layer_delta
 
 
-def mlp_error_bound(params, params_hat, lo, hi, t_range=(0.0, 1.0), splits=4):
+def mlp_error_bound(params, params_hat, lo, hi, *, t_range=(0.0, 1.0), splits=4):
     """Certified ε for two MLPVelocity parameter dicts (float and dequantized) over the box (see module doc)."""
     check_pair(params, params_hat)
     layers, layers_hat = mlp_layers(params), mlp_layers(params_hat, "quantized model")
@@ -248,12 +248,12 @@ def is_mlp(params):
     return all(k.startswith("layers.") for k in params) and "layers.0.weight" in params
 
 
-def error_bound(params, params_hat, lo, hi, t_range=(0.0, 1.0), splits=4):
+def error_bound(params, params_hat, lo, hi, *, t_range=(0.0, 1.0), splits=4):
     """Certified ε for an MLP's parameters vs their quantized version (U-Net: :mod:`fmq_np.theory.unet_bounds`)."""
     if not is_mlp(params):
         raise InputError("error_bound takes MLPVelocity parameters; for a U-Net (GroupNorm, needs the model) use "
                          "fmq_np.theory.unet_bounds.UNetPair(model, params_hat).error_bound")
-    return mlp_error_bound(params, params_hat, lo, hi, t_range, splits)
+    return mlp_error_bound(params, params_hat, lo, hi, t_range=t_range, splits=splits)
 
 
 def mlp_function(params):

@@ -103,7 +103,7 @@ def _predict_row(row, k, method):
     return float(np.mean((q - levels) ** 2))
 
 
-def predicted_mse(w, bits, method, granularity="tensor", group_size=0, name="w"):
+def predicted_mse(w, bits, method, granularity="tensor", *, group_size=0, name="w"):
     """Predicted per-weight MSE of quantizing ``w`` with ``method`` at ``bits`` (see module doc), before quantizing."""
     bits = check_bits(bits)
     if method not in PREDICTABLE:
@@ -116,4 +116,4 @@ def predicted_mse(w, bits, method, granularity="tensor", group_size=0, name="w")
 def mse_constant(w, method, bits, granularity="tensor", group_size=0):
     """C with predicted MSE = C·2^(−2b) (the constant of the 2^(−2b) scaling form; depends weakly on b for
     ``uniform`` through (K/(K−1))², and through the tails for ``ot``/``pwl``)."""
-    return predicted_mse(w, bits, method, granularity, group_size) * 4.0 ** bits
+    return predicted_mse(w, bits, method, granularity, group_size=group_size) * 4.0 ** bits
