@@ -172,3 +172,25 @@ def test_float64_mode_and_classifier_learns():
     c.astype(np.float64)
     assert all(p.dtype == np.float64 for p in c.parameters().values())
     assert c(x).dtype == np.float64 and c.features(x).shape == (32, 16)
+
+
+def test_two_threads_running_models_at_once_get_the_serial_answers():
+    """Layers share transient buffers only within a thread: a Dask worker's threads may run models concurrently."""
+    import threading
+    model = fq.nn.UNetVelocity(channels=1, size=8, width=8, mults=(1, 2), seed=0)
+    rng = np.random.default_rng(0)
+    xs = [rng.standard_normal((64, 1, 8, 8)).astype(np.float32) for _ in range(2)]
+    t = np.full(64, 0.3, np.float32)
+    expected = [model(x, t) for x in xs]
+    got = [None, None]
+
+    def work(i):
+        for _ in range(20):
+            got[i] = model(xs[i], t)
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    for g, e in zip(got, expected):
+        np.testing.assert_array_equal(g, e)

@@ -12,6 +12,7 @@ Parameters are float32 by default; :meth:`Module.astype` converts a whole module
 Arrays given to layers must be C-contiguous and of the module's dtype (the models take care of that).
 """
 import math
+import threading
 
 import numpy as np
 
@@ -246,7 +247,8 @@ class SiLU(Module):
         return dx
 
 
-_SCRATCH = {}
+#: per thread (two threads running models at once, e.g. a Dask worker's, must not share them): tag -> buffer
+_SCRATCH = threading.local()
 
 #: Convolutions unfold (im2col) this many input values at a time (a block of samples), so that the unfolded
 #: matrix stays in cache; backward unfolds again instead of keeping the (9x larger than the input) matrix.
@@ -254,13 +256,17 @@ CHUNK_FLOATS = 1 << 21
 
 
 def _scratch(tag, shape, dtype):
-    """A shared transient buffer (contents undefined) for data that lives only inside one layer call."""
+    """A transient buffer (contents undefined) for data that lives only inside one layer call, shared by the
+    layers of this thread."""
+    buffers = getattr(_SCRATCH, "buffers", None)
+    if buffers is None:
+        buffers = _SCRATCH.buffers = {}
     key = (tag, tuple(shape), np.dtype(dtype))
-    buf = _SCRATCH.get(key)
+    buf = buffers.get(key)
     if buf is None:
-        if len(_SCRATCH) > 32:
-            _SCRATCH.clear()
-        buf = _SCRATCH[key] = np.empty(shape, dtype=dtype)
+        if len(buffers) > 32:
+            buffers.clear()
+        buf = buffers[key] = np.empty(shape, dtype=dtype)
     return buf
 
 
