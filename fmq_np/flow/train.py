@@ -45,7 +45,8 @@ def fit(model, data, steps, batch_size=256, lr=1e-3, seed=0, *, betas=(0.9, 0.95
     the first step (the behaviour before this option existed).
 
     ``checkpoint``: an HDF5 path written every ``checkpoint_every`` steps, at the end, and when Ctrl-C stops the
-    run after the step in progress (atomic writes; it holds the EMA weights as the model plus everything needed to resume). ``resume=True``
+    run after the step in progress (atomic writes; it holds the EMA weights as the model plus everything needed to
+    resume). ``resume=True``
     continues from that file when it exists. Runs with the same seed are bitwise reproducible on one machine,
     resumed or not. A non-finite loss (the run diverged) raises :class:`~fmq_np.FmqError` itself, not InputError:
     no single argument is wrong.

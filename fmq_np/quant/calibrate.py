@@ -93,7 +93,8 @@ class Calibration:
     ``seed``, ``train_pairs``, ``n_states``, ``model_class``."""
 
     def __init__(self, layers, fisher, sensitivity, meta):
-        self.layers, self.fisher, self.sensitivity, self.meta = dict(layers), dict(fisher), dict(sensitivity), dict(meta)
+        self.layers, self.fisher = dict(layers), dict(fisher)
+        self.sensitivity, self.meta = dict(sensitivity), dict(meta)
 
     @property
     def digest(self):

@@ -46,7 +46,8 @@ def _kernels(device):
 
 
 def group_view(w, granularity, group_size, name="w"):
-    """``w`` viewed C-order as ``(n_groups, group_len)`` for ``granularity`` (:func:`~fmq_np.quant.tensor.group_shape`)."""
+    """``w`` viewed C-order as ``(n_groups, group_len)`` for ``granularity``
+    (:func:`~fmq_np.quant.tensor.group_shape`)."""
     return w.reshape(group_shape(w.shape, granularity, group_size, name))
 
 
