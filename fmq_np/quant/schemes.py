@@ -29,7 +29,7 @@ import warnings
 import numpy as np
 
 from fmq_np._numba import resolve_device
-from fmq_np._checks import check_bits, is_int
+from fmq_np._validate import check_bits, is_int
 from fmq_np.errors import InputError
 from fmq_np.quant.tensor import GRANULARITIES, METHODS, QuantizedTensor, group_shape
 
