@@ -71,7 +71,8 @@ def evaluate(model, params_hat, x0, nfe, margin, rng):
     tube = unet_tube_bound(model, params_hat, draws, "euler", nfe)
     _, tube_mx, _, _ = flow_bounds.pathwise_drift(m64, m64_hat, draws, solver="euler", steps=nfe)
     finite_steps = int((np.isfinite(tube.history).all(axis=1)).sum() - 1)
-    return dict(drift_rms=rms, sliced_w2=fq.eval.sliced_w2(x1, x1_hat), eps_bound=eps, eps_measured=eps_meas, lipschitz_box=L, lipschitz_point=L_point, stage=stage,
+    return dict(drift_rms=rms, sliced_w2=fq.eval.sliced_w2(x1, x1_hat), eps_bound=eps, eps_measured=eps_meas,
+                lipschitz_box=L, lipschitz_point=L_point, stage=stage,
                 drift_max=mx, flow_bound=flow_bounds.flow_bound(eps, L, "euler", nfe), tube_max=tube.max,
                 tube_drift_max=tube_mx, tube_history_max=tube.history.max(axis=1), tube_finite_steps=finite_steps)
 

@@ -84,7 +84,8 @@ def table(results):
     lines = ["| dataset | bits | variant | bits/weight | sliced-W2 | / float | − float [95 %] | drift |",
              "|---|---|---|---|---|---|---|---|"]
     for res in results:
-        lines.append(f"| {res['dataset']} | data floor | — | — | {res['floor']['mean']:.4f} ± {res['floor']['std']:.4f} "
+        lines.append(f"| {res['dataset']} | data floor | — | — | "
+                     f"{res['floor']['mean']:.4f} ± {res['floor']['std']:.4f} "
                      "| — | — | — |")
         for r in res["rows"]:
             if r["bits"] is None:

@@ -4,7 +4,8 @@
     python benchmarks/bench_likelihood.py runs/demo/moons.h5 runs/demo/digits.h5 [-n 1000] [--steps 20]
         [--solver heun2] [--probes 1] [--out benchmarks/results/likelihood.json]
 
-For each float checkpoint, data of its dataset (a fresh draw for the toys, the test split for images that have one) (``meta["dataset"]``, else the file name's prefix
+For each float checkpoint, data of its dataset (a fresh draw for the toys, the test split for images that have one)
+(``meta["dataset"]``, else the file name's prefix
 before ``_`` or ``.``) is scored with ``fq.flow.log_likelihood``: the exact divergence for vector data, Hutchinson
 (``--probes`` Rademacher probes, fixed seed, so the float and every quantized model see the same probes: a paired
 comparison) for images. Every weight tensor with ndim > 1 is quantized per output channel (biases and norm scales

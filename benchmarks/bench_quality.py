@@ -8,7 +8,8 @@ Trains MLPVelocity(dim=2, hidden=256, depth=4) for ``--steps`` steps (batch 256,
 EMA decay as given, by default those of ``fq.flow.fit``), draws 2000 samples with heun2 / 50 steps, and prints the
 sliced-W2 distance to a fresh data draw next to the distance between two independent data draws of the same size
 (the noise floor) and their ratio (goal: ≤ 2). ``--seeds`` repeats each dataset with other training seeds (model
-init and batches); the sampling noise and the data draws stay fixed. ``--out`` also writes the rows as JSON, ``--save`` the trained models.
+init and batches); the sampling noise and the data draws stay fixed. ``--out`` also writes the rows as JSON,
+``--save`` the trained models.
 """
 import argparse
 import os

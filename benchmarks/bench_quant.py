@@ -130,8 +130,9 @@ print(__import__("json").dumps(out))
 
 def bench_first_calls():
     """First call of each kernel in fresh processes (the first run also warms the cache; the second is reported)."""
-    run = lambda: json.loads(subprocess.run([sys.executable, "-c", _FIRST_CALLS], check=True, capture_output=True,
-                                            text=True, cwd=ROOT).stdout)
+    def run():
+        return json.loads(subprocess.run([sys.executable, "-c", _FIRST_CALLS], check=True, capture_output=True,
+                                         text=True, cwd=ROOT).stdout)
     run()
     return run()
 

@@ -11,7 +11,8 @@ values, (8192, largest/8) for 64 M, the rest 4096 x 4096 matrices and a few bias
 * ``quantize_file``: the streaming quantizer into a packed .h5 (``--out-format safetensors``: dequantized shards);
   its MB/s, and MB per CPU second of the child (a figure that does not depend on how loaded the machine is).
 
-Peak RSS is each child's own VmHWM. Prints a Markdown table and writes benchmarks/results/stream.json. The checkpoint and outputs are deleted at the end.
+Peak RSS is each child's own VmHWM. Prints a Markdown table and writes benchmarks/results/stream.json. The checkpoint
+and outputs are deleted at the end.
 """
 import argparse
 import json
@@ -63,14 +64,16 @@ _CHILD = {
              "        float(a.sum(dtype=np.float32)); n += e - b; del a\n"
              "print(n / 1e6 / (time.perf_counter() - t))\n"),
     "quantize_file": ("import sys, fmq_np as fq\n"
-                      "r = fq.quant.quantize_file(sys.argv[1], sys.argv[2], bits=int(sys.argv[3]), method=sys.argv[4])\n"
+                      "r = fq.quant.quantize_file(sys.argv[1], sys.argv[2], bits=int(sys.argv[3]), "
+                      "method=sys.argv[4])\n"
                       "print(r['mb_per_s'], r['bytes_in'], r['bytes_out'], r['tensors'], r['seconds'])\n"),
 }
 
 
 #: appended to every child: its own peak RSS (VmHWM starts afresh at exec, unlike ru_maxrss, which would count the
 #: parent's pages copied by fork)
-_PEAK = ("\nimport resource\ntry:\n    print(int(open('/proc/self/status').read().split('VmHWM:')[1].split()[0]) * 1024)\n"
+_PEAK = ("\nimport resource\ntry:\n"
+         "    print(int(open('/proc/self/status').read().split('VmHWM:')[1].split()[0]) * 1024)\n"
          "except (OSError, IndexError):\n    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)\n")
 
 
@@ -130,7 +133,8 @@ def main(argv=None):
     print(f"| {size / 1e9:.2f} GB fp16, {row['tensors']} tensors, {a.shards} shards | {largest / 2**20:.0f} M values "
           f"({2 * largest / 1e6:.0f} MB) | {row['rss_import_mb']:.0f} / {row['rss_read_mb']:.0f} / "
           f"{row['rss_quantize_mb']:.0f} MB | {row['read_mb_per_s']:.0f} | {row['quantize_mb_per_s']:.1f} "
-          f"({row['quantize_mb_per_cpu_s']:.1f} per CPU-s; {a.method} {a.bits}-bit -> {a.out_format}) | {row['bytes_in'] / 1e6:.0f} MB -> "
+          f"({row['quantize_mb_per_cpu_s']:.1f} per CPU-s; {a.method} {a.bits}-bit -> {a.out_format}) | "
+          f"{row['bytes_in'] / 1e6:.0f} MB -> "
           f"{row['bytes_out'] / 1e6:.0f} MB |")
     return row
 

@@ -13,8 +13,6 @@ import json
 import os
 import time
 
-import numpy as np
-
 import fmq_np as fq
 from fmq_np import reproduce
 from fmq_np.eval import image_features

@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from ._checks import is_int
+from ._validate import check_int
 from .errors import InputError
 from .quant.tensor import METHODS          # every method, in the order the table lists them
 
@@ -18,8 +18,7 @@ def synthetic_state_dict(n_params, seed=0):
     """A U-Net-like float32 state dict of about ``n_params`` parameters, values N(0, 0.05²): of eight 256×256×3×3,
     twelve 128×128×3×3 and four 256×128×3×3 convolutions, six 512×512 linear layers and 24 biases/norm scales,
     those that fit in turn (all of them from 9.3 M on), then a (rows, 1024) tensor with the rest."""
-    if not is_int(n_params) or n_params < 1024:
-        raise InputError(f"n_params must be an integer >= 1024, got {n_params!r}")
+    check_int("n_params", n_params, 1024)
     rng = np.random.default_rng(seed)
     shapes = [(256, 256, 3, 3)] * 8 + [(128, 128, 3, 3)] * 12 + [(256, 128, 3, 3)] * 4 + [(512, 512)] * 6
     shapes += [(c,) for c in (256, 128, 512) for _ in range(8)]

@@ -22,7 +22,7 @@ import re
 
 import numpy as np
 
-from ._checks import is_int
+from ._validate import check_choice, check_int
 from .errors import FormatError, InputError
 
 TOYS = ("moons", "8gaussians", "checkerboard", "swissroll")
@@ -97,10 +97,9 @@ def load(name, n=None, seed=0, return_labels=False, split="train"):
     without replacement by ``seed``. ``return_labels`` gives ``(x, y)`` (y int64) for labelled images.
     """
     key = canonical(name)
-    if n is not None and (not is_int(n) or n < 1):
-        raise InputError(f"n must be a positive integer, got {n!r}")
-    if split not in SPLITS:
-        raise InputError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    if n is not None:
+        check_int("n", n, 1)
+    check_choice("split", split, SPLITS)
     if key in TOYS:
         if return_labels:
             raise InputError(f"dataset {key!r} has no labels")

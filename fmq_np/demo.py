@@ -10,7 +10,7 @@ to the fresh data and, as the yardstick, between two fresh data draws.
 """
 import os
 
-from ._checks import is_int
+from ._validate import check_int
 from .errors import InputError
 
 #: the files :func:`run` writes into its folder
@@ -38,8 +38,7 @@ def run(out, *, mlp_steps=5000, unet_steps=2000, seed=0, log=None):
     from . import datasets, flow, images, io, nn
     from .eval import sliced_w2
     for arg, value in (("mlp_steps", mlp_steps), ("unet_steps", unet_steps)):
-        if not is_int(value) or value < 1:
-            raise InputError(f"{arg} must be a positive integer, got {value!r}")
+        check_int(arg, value, 1)
     log = log or (lambda line: None)
     paths = dict(zip(FILES, output_paths(out)))
 

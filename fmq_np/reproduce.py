@@ -33,7 +33,7 @@ import time
 
 import numpy as np
 
-from ._checks import is_int
+from ._validate import check_choice, check_int, is_int
 from .errors import FmqError, FormatError, InputError
 from .quant.tensor import METHODS
 
@@ -185,10 +185,8 @@ def check_args(datasets, bits, methods, scale, seed):
         raise InputError(f"bits must be a non-empty list of integers in 1..8, got {bits!r}")
     if isinstance(methods, str) or not methods or any(m not in ALL_METHODS for m in methods):
         raise InputError(f"methods must be a non-empty list from {', '.join(ALL_METHODS)}, got {methods!r}")
-    if scale not in SCALES:
-        raise InputError(f"scale must be one of {', '.join(SCALES)}, got {scale!r}")
-    if not is_int(seed) or seed < 0:
-        raise InputError(f"seed must be a non-negative integer, got {seed!r}")
+    check_choice("scale", scale, SCALES)
+    check_int("seed", seed, 0)
     return list(dict.fromkeys(datasets)), sorted({int(b) for b in bits}), list(dict.fromkeys(methods))
 
 
@@ -469,8 +467,7 @@ def quantize_row(params, method, bits, calibration=None):
             raise InputError(f"method {method!r} needs a calibration (fmq_np.quant.calibrate)")
         base, options = CALIBRATED[method]
         return quantize_calibrated(params, bits=bits, method=base, calibration=calibration, **options)
-    if method not in METHODS:
-        raise InputError(f"method must be one of {', '.join(ALL_METHODS)}, got {method!r}")
+    check_choice("method", method, ALL_METHODS)     # calibrated methods returned above: this leaves METHODS
     if method == "ot-opt":       # our method, on the same tensors as the paper's (every tensor)
         return quant.quantize_model(params, bits=bits, method=method, policy=lambda name, array: bits)
     return quant.quantize_model(params, bits=bits, method=method, paper_compat=True)

@@ -222,7 +222,8 @@ def _loader(fmt):
     if fmt in ("quantized_h5", "quantized_v1_h5"):
         def load(path):
             qm = fq.io.load(path)
-            return ("quantized", json.dumps(qm.meta, sort_keys=True), [_tensor_key(k, t) for k, t in qm.tensors.items()])
+            return ("quantized", json.dumps(qm.meta, sort_keys=True),
+                    [_tensor_key(k, t) for k, t in qm.tensors.items()])
         return load
     if fmt in ("npz", "safetensors"):
         return lambda path: _arrays_key(read_arrays(path))

@@ -265,7 +265,8 @@ def test_version_1_files_still_load_bit_for_bit(tmp_path):
         assert f.attrs["format_version"] == 1 and "packed" not in f
     expected = np.load(os.path.join(FIXTURES, "quantized_v1_expected.npz"))
     qm = load_quantized(path)
-    assert list(qm.tensors) == json.loads(str(expected["__names__"])) and qm.meta == json.loads(str(expected["__meta__"]))
+    assert list(qm.tensors) == json.loads(str(expected["__names__"]))
+    assert qm.meta == json.loads(str(expected["__meta__"]))
     for i, (name, t) in enumerate(qm.tensors.items()):
         values = t.dequantize() if isinstance(t, QuantizedTensor) else t
         want = expected[f"{i}.values"]

@@ -124,7 +124,8 @@ def test_unet_latent_is_the_encoder_only():
 
 def _mmd_loops(x, y, sigma):
     """Plain-loop unbiased MMD² (the reference)."""
-    k = lambda a, b: np.exp(-np.sum((a - b) ** 2) / (2 * sigma ** 2))
+    def k(a, b):
+        return np.exp(-np.sum((a - b) ** 2) / (2 * sigma ** 2))
     n, m = len(x), len(y)
     xx = sum(k(x[i], x[j]) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
     yy = sum(k(y[i], y[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))

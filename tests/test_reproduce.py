@@ -210,7 +210,8 @@ def test_corrupt_model_is_a_format_error_naming_the_file(tmp_path):
 def test_model_trained_with_other_settings_is_refused(tmp_path):
     dataset, settings = recipes.recipe("mnist")
     fq.io.save_model(str(tmp_path / "mnist.h5"), recipes.build("mnist"),
-                     meta={"dataset": dataset, "recipe": dict(settings, lr=0.5), "trained_steps": recipes.total_steps(settings)})
+                     meta={"dataset": dataset, "recipe": dict(settings, lr=0.5),
+                           "trained_steps": recipes.total_steps(settings)})
     with pytest.raises(fq.FormatError, match="trained with other settings"):
         reproduce.run(str(tmp_path / "r"), datasets=["mnist"], scale="tiny", progress=False, models_dir=str(tmp_path))
 

@@ -38,7 +38,8 @@ def _bf16_bits(a):
 
 
 def _write_raw_safetensors(path, entries):
-    """``entries``: name → (safetensors dtype, shape, raw bytes): lets the test write BF16, which our writer does not."""
+    """``entries``: name → (safetensors dtype, shape, raw bytes): lets the test write BF16, which our writer does
+    not."""
     header, offset = {}, 0
     for name, (dtype, shape, raw) in entries.items():
         header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + len(raw)]}

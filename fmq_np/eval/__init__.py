@@ -4,4 +4,5 @@ from .metrics import (frechet_distance, image_features, image_frechet_distance, 
                       sliced_w2, ssim, train_feature_net, w2_1d)
 
 __all__ = ["sliced_w2", "w2_1d", "psnr", "ssim", "frechet_distance", "train_feature_net", "image_features",
-           "image_frechet_distance", "latent_stability", "mmd", "compare", "velocity_fidelity", "unit_range", "likelihood_pair", "paired_difference"]
+           "image_frechet_distance", "latent_stability", "mmd", "compare", "velocity_fidelity", "unit_range",
+           "likelihood_pair", "paired_difference"]

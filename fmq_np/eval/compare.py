@@ -10,7 +10,7 @@ Every figure is float64:
 """
 import numpy as np
 
-from .._checks import is_int
+from .._validate import check_int
 from ..errors import InputError
 from .metrics import mmd, psnr, sliced_w2, ssim
 
@@ -75,10 +75,8 @@ def compare(model, quantized_model, data, *, n=256, solver="heun2", steps=20, se
     median heuristic on the float samples and the data). ``likelihood``: also the bits/dim of both models on that
     many of the probe's data points (``bits_per_dim``, :func:`likelihood_pair`; 0: not measured)."""
     from ..flow import noise, sample
-    if not is_int(n) or n < 2:
-        raise InputError(f"n must be an integer >= 2, got {n!r}")
-    if not is_int(likelihood) or likelihood < 0:
-        raise InputError(f"likelihood must be an integer >= 0, got {likelihood!r}")
+    check_int("n", n, 2)
+    check_int("likelihood", likelihood, 0)
     data = np.asarray(data)
     if len(data) < 2 * n:
         raise InputError(f"data holds {len(data)} samples; n={n} needs at least {2 * n} (use n <= {len(data) // 2})")

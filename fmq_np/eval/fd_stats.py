@@ -18,7 +18,7 @@ where the percentile interval would not. All arithmetic is float64.
 """
 import numpy as np
 
-from .._checks import is_int
+from .._validate import check_int
 from ..errors import InputError
 from .metrics import _sym_sqrt
 
@@ -33,7 +33,7 @@ def fd_floor(train_features, ref_features, n, max_draws=4, seed=0):
     (at least 1; needs N ≥ n)."""
     train = _features("train_features", train_features)
     ref = _features("ref_features", ref_features, train.shape[1])
-    n = _positive_int("n", n, 2)
+    n = check_int("n", n, 2)
     if len(train) < n:
         raise InputError(f"fd_floor: {len(train)} training images cannot give a draw of n={n}")
     draws = max(1, min(int(max_draws), len(train) // n))
@@ -90,7 +90,7 @@ def paired_bootstrap(groups, ref_features, n_boot=300, level=0.95, seed=0):
     sizes = {len(v) for g in sets for v in g.values()}
     if len(sizes) != 1:
         raise InputError(f"every sample set must hold the same number of rows (paired samples), got {sorted(sizes)}")
-    n_boot = _positive_int("n_boot", n_boot, 10)
+    n_boot = check_int("n_boot", n_boot, 10)
     if not 0.5 <= level < 1:
         raise InputError(f"level must be in [0.5, 1), got {level!r}")
     n, m = sizes.pop(), len(ref)
@@ -141,9 +141,3 @@ def _features(name, f, d=None):
     if not np.isfinite(f).all():
         raise InputError(f"{name} contains NaN or Inf")
     return f
-
-
-def _positive_int(name, v, low):
-    if not is_int(v) or v < low:
-        raise InputError(f"{name} must be an integer >= {low}, got {v!r}")
-    return int(v)

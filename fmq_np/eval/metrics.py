@@ -1,7 +1,7 @@
 """Sample-quality metrics computed in float64."""
 import numpy as np
 
-from .._checks import is_int
+from .._validate import check_int
 from ..errors import InputError
 
 
@@ -208,8 +208,7 @@ def latent_stability(features, n_components=20, collapse_below=1e-4):
         raise InputError(f"latent_stability: features must be (n >= 2, d >= 1), got shape {f.shape}")
     if not np.isfinite(f).all():
         raise InputError("latent_stability: features contain NaN or Inf")
-    if not is_int(n_components) or n_components < 1:
-        raise InputError(f"latent_stability: n_components must be a positive integer, got {n_components!r}")
+    check_int("latent_stability: n_components", n_components, 1)
     k = int(min(n_components, f.shape[0] - 1, f.shape[1]))
     s = np.linalg.svd(f - f.mean(axis=0), compute_uv=False)[:k]
     var = s ** 2 / (f.shape[0] - 1)

@@ -35,7 +35,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .._progress import Progress
-from .._checks import is_int
+from .._validate import check_int, is_int
 from ..errors import InputError
 from .shapes import check_data
 from .solvers import check_solver, integrate
@@ -65,11 +65,6 @@ class Likelihood(NamedTuple):
         """Average bits/dim over the samples (float)."""
         return float(np.mean(self.bits_per_dim))
 
-
-def _check_positive_int(name, value):
-    if not is_int(value) or value < 1:
-        raise InputError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 def _model_dtype(model):
@@ -138,7 +133,7 @@ def divergence(model, x, t, probes=None, max_rows=16384):
     check_data(model, x, "x")
     x = np.ascontiguousarray(x, dtype=_model_dtype(model))
     t = _times(model, t, len(x))
-    max_rows = _check_positive_int("max_rows", max_rows)
+    max_rows = check_int("max_rows", max_rows, 1)
     with _gradients_kept(model):
         if probes is None:
             return _velocity_and_trace(model, x, t, max_rows)[1]
@@ -178,13 +173,12 @@ def log_likelihood(model, x, *, method="exact", solver="heun2", steps=50, seed=0
     if probe not in PROBES:
         raise InputError(f"unknown probe {probe!r}; choose from {', '.join(PROBES)}")
     check_solver(solver, steps)
-    n_probes = _check_positive_int("n_probes", n_probes)
+    n_probes = check_int("n_probes", n_probes, 1)
     if method == "exact" and n_probes != 1:
         raise InputError(f"n_probes={n_probes} applies to method='hutchinson' only")
-    if not is_int(seed) or seed < 0:
-        raise InputError(f"seed must be a non-negative integer, got {seed!r}")
-    batch_size = _check_positive_int("batch_size", batch_size)
-    max_rows = _check_positive_int("max_rows", max_rows)
+    check_int("seed", seed, 0)
+    batch_size = check_int("batch_size", batch_size, 1)
+    max_rows = check_int("max_rows", max_rows, 1)
     if levels is not None and (not is_int(levels)
                                or levels < 2):
         raise InputError(f"levels must be None or an integer >= 2, got {levels!r}")

@@ -2,8 +2,7 @@
 import numpy as np
 
 from .._progress import Progress
-from .._checks import is_int
-from ..errors import InputError
+from .._validate import check_int
 from .shapes import check_data, sample_shape
 from .solvers import check_solver, integrate
 
@@ -37,15 +36,13 @@ def sample(model, *, n=1000, solver="heun2", steps=50, seed=0, x0=None, batch_si
     """
     check_solver(solver, steps)
     if x0 is None:
-        if not is_int(n) or n < 1:
-            raise InputError(f"n must be a positive integer, got {n!r}")
+        check_int("n", n, 1)
         x0 = noise(model, n, seed)
     else:
         x0 = check_data(model, x0, "x0")
     if batch_size is None:
         batch_size = max(1, BATCH_VALUES // max(1, int(np.prod(x0.shape[1:]))))
-    if not is_int(batch_size) or batch_size < 1:
-        raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+    check_int("batch_size", batch_size, 1)
     f = velocity_field(model)
     out = np.empty_like(x0)
     with Progress(len(x0), f"sample[{solver}]", enabled=progress) as bar:

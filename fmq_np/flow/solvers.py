@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._checks import is_int
+from .._validate import check_int
 from ..errors import FmqError, InputError
 
 FIXED_STEP = ("euler", "midpoint", "heun2", "rk4")
@@ -29,8 +29,7 @@ def check_solver(solver, steps):
     """InputError unless ``solver`` is known and ``steps`` is a positive integer."""
     if solver not in SOLVERS:
         raise InputError(f"unknown solver {solver!r}; choose from {', '.join(SOLVERS)}")
-    if not is_int(steps) or steps < 1:
-        raise InputError(f"steps must be a positive integer, got {steps!r}")
+    check_int("steps", steps, 1)
 
 
 def integrate(velocity, x0, *, solver="heun2", steps=50, t0=0.0, t1=1.0, atol=1e-5, rtol=1e-5, max_steps=100_000):

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .._progress import Progress
-from .._checks import is_int
+from .._validate import check_int
 from ..errors import FmqError, FormatError, InputError
 from .coupling import ot_pairing
 from .paths import condot_sample, time_sampler
@@ -45,7 +45,8 @@ def fit(model, data, steps, batch_size=256, lr=1e-3, seed=0, *, betas=(0.9, 0.95
     the first step (the behaviour before this option existed).
 
     ``checkpoint``: an HDF5 path written every ``checkpoint_every`` steps, at the end, and when Ctrl-C stops the
-    run after the step in progress (atomic writes; it holds the EMA weights as the model plus everything needed to resume). ``resume=True``
+    run after the step in progress (atomic writes; it holds the EMA weights as the model plus everything needed to
+    resume). ``resume=True``
     continues from that file when it exists. Runs with the same seed are bitwise reproducible on one machine,
     resumed or not. A non-finite loss (the run diverged) raises :class:`~fmq_np.FmqError` itself, not InputError:
     no single argument is wrong.
@@ -53,8 +54,7 @@ def fit(model, data, steps, batch_size=256, lr=1e-3, seed=0, *, betas=(0.9, 0.95
     from .. import nn  # the trainer needs the optimizers; nn never needs flow
     data = check_data(model, data)
     for name, value in (("steps", steps), ("batch_size", batch_size), ("checkpoint_every", checkpoint_every)):
-        if not is_int(value) or value < 1:
-            raise InputError(f"{name} must be a positive integer, got {value!r}")
+        check_int(name, value, 1)
     if not (np.isfinite(lr) and lr > 0):
         raise InputError(f"lr must be a positive number, got {lr!r}")
     if coupling not in (None, "ot"):

@@ -147,7 +147,8 @@ def read_attr(obj, name, kind, path):
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
-        raise FormatError(f"{path}: attribute {name!r} on {obj.name} should be {kind.__name__}, got {type(value).__name__}")
+        raise FormatError(f"{path}: attribute {name!r} on {obj.name} should be {kind.__name__}, "
+                          f"got {type(value).__name__}")
     return value
 
 

@@ -43,7 +43,8 @@ _NUMERIC_KINDS = "biuf"
 def read_arrays(path, key=None):
     """``dict[str, ndarray]`` of the named arrays in ``path``; runs no code from the file.
 
-    ``path``: .npz, .safetensors (or a sharded checkpoint's ``*.safetensors.index.json``), .h5/.hdf5, or a torch zip checkpoint .pth/.pt/.ckpt/.bin (see the module doc).
+    ``path``: .npz, .safetensors (or a sharded checkpoint's ``*.safetensors.index.json``), .h5/.hdf5, or a torch zip
+    checkpoint .pth/.pt/.ckpt/.bin (see the module doc).
     ``key``: optional part of the file to read. For a torch checkpoint, the entry of the top-level dict to read
     (``"model"`` for flow_matching's ``{"model", "optimizer", "args", ...}``, ``"state_dict"`` for Lightning; a
     dotted path descends further); without it every tensor comes back, nesting flattened into dotted names

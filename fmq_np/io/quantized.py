@@ -37,7 +37,7 @@ import json
 import h5py
 import numpy as np
 
-from .._checks import is_int
+from .._validate import is_int
 from ..errors import FmqError, FormatError, InputError
 from ..quant.packing import pack_codes, packed_nbytes, unpack_codes
 from ._h5 import MAX_ELEMENTS, atomic_h5, check_format, open_h5, read_attr, read_dataset

@@ -46,11 +46,10 @@ import math
 
 import numpy as np
 
-from .._checks import is_int
+from .._validate import check_array, is_int
 from ..errors import InputError
 from . import kernels
 from .layers import Conv2d, GroupNorm, Linear, Module, SiLU
-from .models import _check_array
 
 GROUPS = 32
 _DEFAULTS = dict(model_channels=128, out_channels=3, num_res_blocks=2, attention_resolutions=(1, 2, 2, 2),
@@ -575,7 +574,7 @@ class ADMUNet(Module):
         return cfg
 
     def _check_inputs(self, x, t, y):
-        x = _check_array("x", x, (None, self.in_channels, None, None), self.dtype)
+        x = check_array("x", x, (None, self.in_channels, None, None), self.dtype)
         n, _, hh, ww = x.shape
         if n == 0:
             raise InputError("x must hold at least one sample, got n=0")
@@ -583,7 +582,7 @@ class ADMUNet(Module):
         if hh % f or ww % f or hh == 0 or ww == 0:
             raise InputError(f"x has spatial size {hh}x{ww}; ADMUNet with {self.levels} levels needs sizes "
                              f"divisible by {f}")
-        t = _check_array("t", t, (n,), self.dtype)
+        t = check_array("t", t, (n,), self.dtype)
         k = self._config["num_classes"]
         if y is None:
             if k is not None and not self._config["label_padding"]:
@@ -675,7 +674,7 @@ class ADMUNet(Module):
         if st is None:
             raise InputError("backward called before forward")
         c, n, hh, ww = st["shape"]
-        d = _check_array("dv", dv, (n, c, hh, ww), self.dtype)
+        d = check_array("dv", dv, (n, c, hh, ww), self.dtype)
         d, _, _ = self.out_norm.backward(self.out_conv.backward(np.ascontiguousarray(d.transpose(1, 0, 2, 3))))
         demb = np.zeros((n, self.emb_dim), dtype=self.dtype)
         dskips = []   # output block j took input block L-1-j's output: walking j backwards lists them 0, 1, ...

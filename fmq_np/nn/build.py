@@ -7,6 +7,7 @@ An ``"mlp"`` (:class:`~fmq_np.nn.MLPVelocity`) takes the 2-D toys (``datasets.TO
 (:class:`~fmq_np.nn.UNetVelocity`) the square image sets (``datasets.IMAGES``).
 """
 from .. import datasets
+from .._validate import check_choice
 from ..errors import InputError
 from .models import MLPVelocity, UNetVelocity
 
@@ -18,8 +19,7 @@ def check_fits(dataset, architecture, name="architecture"):
     """The canonical name of ``dataset`` when ``architecture`` (a key of :data:`ARCHITECTURES`) can learn it;
     otherwise InputError naming the argument as ``name`` (e.g. a command-line flag) and the datasets it takes."""
     key = datasets.canonical(dataset)
-    if architecture not in ARCHITECTURES:
-        raise InputError(f"{name} must be one of {', '.join(ARCHITECTURES)}, got {architecture!r}")
+    check_choice(name, architecture, ARCHITECTURES)
     takes, what = ARCHITECTURES[architecture]
     if key not in takes:
         hint = f"; use {name} unet for {key}" if architecture == "mlp" else ""    # every other dataset is an image

@@ -7,38 +7,18 @@ the model's dtype (float32 unless ``m.astype(np.float64)``); the returned arrays
 """
 import numpy as np
 
-from .._checks import is_int
+from .._validate import check_array, check_int
 from ..errors import InputError
 from .layers import Conv2d, Flatten, GlobalAvgPool, GroupNorm, Linear, Module, ResBlock, TimeEmbedding
 
 
-def _check_array(name, a, shape, dtype):
-    """Validate ``a`` against ``shape`` (None entries are free) and return it C-contiguous in ``dtype``."""
-    if not isinstance(a, np.ndarray):
-        raise InputError(f"{name} must be a numpy array, got {type(a).__name__}")
-    if a.dtype.kind not in "fiu":
-        raise InputError(f"{name} must have a real numeric dtype, got {a.dtype}")
-    if a.ndim != len(shape) or any(s is not None and s != d for s, d in zip(shape, a.shape)):
-        want = "(" + ", ".join("n" if s is None else str(s) for s in shape) + ")"
-        raise InputError(f"{name} must have shape {want}, got {a.shape}")
-    a = np.ascontiguousarray(a, dtype=dtype)
-    if not np.all(np.isfinite(a)):
-        raise InputError(f"{name} contains NaN or Inf")
-    return a
-
 
 def _check_xt(x, t, tail, dtype):
-    x = _check_array("x", x, (None, *tail), dtype)
-    t = _check_array("t", t, (x.shape[0],), dtype)
+    x = check_array("x", x, (None, *tail), dtype)
+    t = check_array("t", t, (x.shape[0],), dtype)
     if x.shape[0] == 0:
         raise InputError("x must hold at least one sample, got n=0")
     return x, t
-
-
-def _check_int(name, value, low):
-    if not is_int(value) or value < low:
-        raise InputError(f"{name} must be an integer >= {low}, got {value!r}")
-    return int(value)
 
 
 class MLPVelocity(Module):
@@ -49,8 +29,8 @@ class MLPVelocity(Module):
 
     def __init__(self, dim=2, hidden=256, depth=4, seed=0):
         super().__init__()
-        self._config = dict(dim=_check_int("dim", dim, 1), hidden=_check_int("hidden", hidden, 1),
-                            depth=_check_int("depth", depth, 1), seed=_check_int("seed", seed, 0))
+        self._config = dict(dim=check_int("dim", dim, 1), hidden=check_int("hidden", hidden, 1),
+                            depth=check_int("depth", depth, 1), seed=check_int("seed", seed, 0))
         rng = np.random.default_rng(seed)
         sizes = [dim + 1] + [hidden] * depth
         self.layers = [self.add_child(f"layers.{i}", Linear(sizes[i], sizes[i + 1], act="silu", rng=rng))
@@ -84,7 +64,7 @@ class MLPVelocity(Module):
         x = self.layers[0].cached_input()
         if x is None:
             raise InputError("backward called before forward")
-        d = _check_array("dv", dv, (x.shape[0], self.dim), self.dtype)
+        d = check_array("dv", dv, (x.shape[0], self.dim), self.dtype)
         for layer in reversed(self.layers):
             d = layer.backward(d)
         return d[:, :self.dim].copy()
@@ -101,23 +81,23 @@ class UNetVelocity(Module):
 
     def __init__(self, channels=1, *, size=28, width=32, mults=(1, 2, 2), blocks=1, groups=8, time_dim=None, seed=0):
         super().__init__()
-        channels = _check_int("channels", channels, 1)
-        size = _check_int("size", size, 1)
-        width = _check_int("width", width, 1)
-        blocks = _check_int("blocks", blocks, 1)
-        groups = _check_int("groups", groups, 1)
-        mults = tuple(_check_int("mults entry", m, 1) for m in mults)
+        channels = check_int("channels", channels, 1)
+        size = check_int("size", size, 1)
+        width = check_int("width", width, 1)
+        blocks = check_int("blocks", blocks, 1)
+        groups = check_int("groups", groups, 1)
+        mults = tuple(check_int("mults entry", m, 1) for m in mults)
         if not 1 <= len(mults) <= 4:
             raise InputError(f"mults must have 1 to 4 levels, got {mults}")
         if size % 2 ** (len(mults) - 1):
             raise InputError(f"size {size} must be divisible by 2**(levels-1) = {2 ** (len(mults) - 1)}")
-        time_dim = 4 * width if time_dim is None else _check_int("time_dim", time_dim, 1)
+        time_dim = 4 * width if time_dim is None else check_int("time_dim", time_dim, 1)
         chans = [width * m for m in mults]
         for c in (width, *chans):
             if c % groups:
                 raise InputError(f"groups ({groups}) must divide every channel count, not {c} (width={width})")
         self._config = dict(channels=channels, size=size, width=width, mults=list(mults), blocks=blocks,
-                            groups=groups, time_dim=time_dim, seed=_check_int("seed", seed, 0))
+                            groups=groups, time_dim=time_dim, seed=check_int("seed", seed, 0))
         rng = np.random.default_rng(seed)
         self.channels, self.size, self.chans = channels, size, chans
         self.time_embed = self.add_child("time_embed", TimeEmbedding(width))   # no parameters
@@ -205,7 +185,7 @@ class UNetVelocity(Module):
         if self._skip_channels is None:
             raise InputError("backward called before forward")
         n = self.conv_in.cached_input().shape[1]
-        d = _check_array("dv", dv, (n, self.channels, self.size, self.size), self.dtype)
+        d = check_array("dv", dv, (n, self.channels, self.size, self.size), self.dtype)
         d = self.conv_out.backward(np.ascontiguousarray(d.transpose(1, 0, 2, 3)))
         d, _, _ = self.norm_out.backward(d)
         dtemb = np.zeros((n, self.time[-1].param("weight").shape[0]), dtype=self.dtype)
@@ -244,15 +224,15 @@ class Classifier(Module):
 
     def __init__(self, channels=1, *, size=28, n_classes=10, width=16, hidden=0, seed=0):
         super().__init__()
-        channels = _check_int("channels", channels, 1)
-        size = _check_int("size", size, 1)
-        n_classes = _check_int("n_classes", n_classes, 2)
-        width = _check_int("width", width, 1)
-        hidden = _check_int("hidden", hidden, 0)
+        channels = check_int("channels", channels, 1)
+        size = check_int("size", size, 1)
+        n_classes = check_int("n_classes", n_classes, 2)
+        width = check_int("width", width, 1)
+        hidden = check_int("hidden", hidden, 0)
         if size % 4:
             raise InputError(f"size {size} must be divisible by 4 (two stride-2 convolutions)")
         self._config = dict(channels=channels, size=size, n_classes=n_classes, width=width,
-                            seed=_check_int("seed", seed, 0))
+                            seed=check_int("seed", seed, 0))
         if hidden:
             self._config["hidden"] = hidden
         rng = np.random.default_rng(seed)
@@ -274,7 +254,7 @@ class Classifier(Module):
         return dict(self._config)
 
     def _features(self, x, train):
-        x = _check_array("x", x, (None, self.channels, self.size, self.size), self.dtype)
+        x = check_array("x", x, (None, self.channels, self.size, self.size), self.dtype)
         if x.shape[0] == 0:
             raise InputError("x must hold at least one sample, got n=0")
         h = np.ascontiguousarray(x.transpose(1, 0, 2, 3))
@@ -300,7 +280,7 @@ class Classifier(Module):
         x = self.fc.cached_input()
         if x is None:
             raise InputError("backward called before forward")
-        d = _check_array("dlogits", dlogits, (x.shape[0], self.fc.param("weight").shape[0]), self.dtype)
+        d = check_array("dlogits", dlogits, (x.shape[0], self.fc.param("weight").shape[0]), self.dtype)
         d = self.fc.backward(d)
         if self.hidden is not None:
             d = self.hidden.backward(d)

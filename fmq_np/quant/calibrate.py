@@ -61,7 +61,7 @@ import math
 
 import numpy as np
 
-from fmq_np._checks import is_int
+from fmq_np._validate import check_int
 from fmq_np.errors import FormatError, InputError
 
 FORMAT = "fmq_np.calibration"
@@ -93,7 +93,8 @@ class Calibration:
     ``seed``, ``train_pairs``, ``n_states``, ``model_class``."""
 
     def __init__(self, layers, fisher, sensitivity, meta):
-        self.layers, self.fisher, self.sensitivity, self.meta = dict(layers), dict(fisher), dict(sensitivity), dict(meta)
+        self.layers, self.fisher = dict(layers), dict(fisher)
+        self.sensitivity, self.meta = dict(sensitivity), dict(meta)
 
     @property
     def digest(self):
@@ -220,12 +221,6 @@ def _check_model(model):
                          "hook (fmq_np.nn models have one)")
 
 
-def _pos_int(name, v):
-    if not is_int(v) or v < 1:
-        raise InputError(f"{name} must be a positive integer, got {v!r}")
-    return int(v)
-
-
 def trajectory_states(model, n, solver, steps, seed):
     """States (x, t) at which ``solver`` evaluates the float model on its way from the noise of ``seed`` to data:
     x float32 (n·evals, *sample shape), t float32 (n·evals,), in evaluation order."""
@@ -260,14 +255,13 @@ def calibrate(model, data=None, *, n=64, solver="heun2", steps=8, seed=0, train_
     """
     from fmq_np.flow.solvers import check_solver
     from fmq_np.quant.model import weights_digest
-    from fmq_np._checks import check_bits
+    from fmq_np._validate import check_bits
     from fmq_np.quant.tensor import METHODS
     _check_model(model)
-    n, batch_size, sens_states = _pos_int("n", n), _pos_int("batch_size", batch_size), _pos_int("sens_states",
-                                                                                                 sens_states)
+    n, batch_size = check_int("n", n, 1), check_int("batch_size", batch_size, 1)
+    sens_states = check_int("sens_states", sens_states, 1)
     check_solver(solver, steps)
-    if not is_int(seed) or seed < 0:
-        raise InputError(f"seed must be a non-negative integer, got {seed!r}")
+    check_int("seed", seed, 0)
     if sens_method not in METHODS:
         raise InputError(f"sens_method must be one of {', '.join(METHODS)}; got {sens_method!r}")
     if isinstance(widths, (int, np.integer)) or not hasattr(widths, "__iter__"):
@@ -291,8 +285,7 @@ def _calibrate(model, data, n, solver, steps, seed, train_pairs, widths, sens_me
     n_traj = len(x)
     if train_pairs is None:
         train_pairs = n_traj // 4 if data is not None else 0
-    if not is_int(train_pairs) or train_pairs < 0:
-        raise InputError(f"train_pairs must be a non-negative integer, got {train_pairs!r}")
+    check_int("train_pairs", train_pairs, 0)
     if train_pairs and data is None:
         raise InputError("train_pairs > 0 needs data (the training path's x1)")
     rng = np.random.default_rng([int(seed), 13])
@@ -511,7 +504,7 @@ def quantize_calibrated(named_arrays, bits, method, calibration, *, error_feedba
     (W − Ŵ)·mean(x) added back when ``bias_correction``.
     """
     from fmq_np.quant.model import QuantizedModel, weights_digest
-    from fmq_np._checks import check_bits
+    from fmq_np._validate import check_bits
     from fmq_np.quant.schemes import as_float_array, quantize_checked
     from fmq_np.quant.tensor import QuantizedTensor
     if not isinstance(calibration, Calibration):

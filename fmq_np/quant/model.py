@@ -7,7 +7,7 @@ import hashlib
 import numpy as np
 
 from fmq_np.errors import InputError
-from fmq_np._checks import check_bits
+from fmq_np._validate import check_bits
 from fmq_np.quant.schemes import as_float_array, check_options, paper_skip_reason, quantize_checked
 from fmq_np.quant.tensor import QuantizedTensor
 

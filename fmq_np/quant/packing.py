@@ -12,7 +12,7 @@ import numpy as np
 from numba import prange
 
 from .._numba import jit
-from .._checks import check_bits, is_int
+from .._validate import check_bits, check_int
 from ..errors import InputError
 
 
@@ -59,8 +59,7 @@ def checked_packed(packed, bits, n):
     packed = np.asarray(packed)
     if packed.dtype != np.uint8 or packed.ndim != 1:
         raise InputError(f"packed codes must be a 1-D uint8 array, got {packed.dtype} {packed.shape}")
-    if not is_int(n) or n < 0:
-        raise InputError(f"number of codes must be a non-negative integer, got {n!r}")
+    check_int("number of codes", n, 0)
     expected = packed_nbytes(n, bits)
     if packed.size != expected:
         raise InputError(f"{n} codes of {bits} bits take {expected} bytes, got {packed.size}")

@@ -29,7 +29,7 @@ import warnings
 import numpy as np
 
 from fmq_np._numba import resolve_device
-from fmq_np._checks import check_bits, is_int
+from fmq_np._validate import check_bits, is_int
 from fmq_np.errors import InputError
 from fmq_np.quant.tensor import GRANULARITIES, METHODS, QuantizedTensor, group_shape
 
@@ -46,7 +46,8 @@ def _kernels(device):
 
 
 def group_view(w, granularity, group_size, name="w"):
-    """``w`` viewed C-order as ``(n_groups, group_len)`` for ``granularity`` (:func:`~fmq_np.quant.tensor.group_shape`)."""
+    """``w`` viewed C-order as ``(n_groups, group_len)`` for ``granularity``
+    (:func:`~fmq_np.quant.tensor.group_shape`)."""
     return w.reshape(group_shape(w.shape, granularity, group_size, name))
 
 

@@ -59,7 +59,7 @@ import time
 
 import numpy as np
 
-from fmq_np._checks import is_int
+from fmq_np._validate import check_int
 from fmq_np.errors import FmqError, FormatError, InputError
 
 _H5_EXT = (".h5", ".hdf5")
@@ -108,9 +108,8 @@ def quantize_file(src, dst, bits=3, method="ot", granularity="channel", group_si
 
     if client is not None and workers is not None:
         raise InputError("quantize_file: give client= (a Dask cluster) or workers= (local processes), not both")
-    if workers is not None and (not is_int(workers)
-                                or workers < 1):
-        raise InputError(f"workers must be a positive integer, got {workers!r}")
+    if workers is not None:
+        check_int("workers", workers, 1)
     jobs = _Jobs(client, workers, settings, device)
 
     def tensors():

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fmq_np._checks import is_int
+from fmq_np._validate import is_int
 from fmq_np.errors import InputError
 
 #: the quantizers (:mod:`fmq_np.quant.schemes`), by the name files and the command line use

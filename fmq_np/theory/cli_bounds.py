@@ -15,7 +15,7 @@ computed, ``inf`` where they overflow.
 """
 import numpy as np
 
-from .._checks import is_int
+from .._validate import check_int
 from ..errors import FormatError, InputError
 from . import flow_bounds, lipschitz, network, report, weights
 from .tube import TubeBound, euler_tube_bound, mlp_tube_bound, unet_tube_bound
@@ -180,12 +180,9 @@ def run_bounds(model_path, quantized_path, *, json_out=None, n_samples=256, solv
     sub-boxes per axis tighten the MLP's certified bounds (cost ∝ splits^(dim+1)); for the U-Net they cut the
     t-interval into that many pieces; ``margin`` widens the box.
     """
-    if not is_int(n_samples) or n_samples < 1:
-        raise InputError(f"n_samples must be a positive integer, got {n_samples!r}")
-    if not is_int(splits) or splits < 1:
-        raise InputError(f"splits must be a positive integer, got {splits!r}")
-    if not is_int(steps) or steps < 1:
-        raise InputError(f"steps must be a positive integer, got {steps!r}")
+    check_int("n_samples", n_samples, 1)
+    check_int("splits", splits, 1)
+    check_int("steps", steps, 1)
     if isinstance(margin, bool) or not isinstance(margin, (int, float, np.integer, np.floating)) or \
             not (np.isfinite(margin) and margin >= 0):
         raise InputError(f"margin must be a finite number >= 0 (a negative one shrinks the box below the visited "

@@ -24,7 +24,7 @@ import math
 
 import numpy as np
 
-from .._checks import is_int
+from .._validate import check_int
 from ..errors import InputError
 
 # Butcher tableaux (a: strictly lower triangular rows, b: weights) of the fixed-step solvers of fmq_np.flow.
@@ -71,8 +71,7 @@ def step_constants(solver, L, steps):
     """(a, B) of one step of ``solver`` with step h = 1/steps: ‖Δx'‖ ≤ (1 + a)‖Δx‖ + B·ε (see module doc)."""
     if solver not in TABLEAUX:
         raise InputError(f"no fixed-step bound for solver {solver!r}; choose from {', '.join(TABLEAUX)}")
-    if not is_int(steps) or steps < 1:
-        raise InputError(f"steps must be a positive integer, got {steps!r}")
+    check_int("steps", steps, 1)
     L = _check_nonneg("L", L)
     h = 1.0 / int(steps)
     a_rows, b = TABLEAUX[solver]

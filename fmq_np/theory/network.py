@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._checks import is_int
+from .._validate import check_int
 from ..errors import InputError
 
 SILU_MIN_ARG = -1.278464542761074          # argmin of SiLU
@@ -120,8 +120,7 @@ def make_boxes(lo, hi, t_range=(0.0, 1.0), splits=1):
         raise InputError(f"box lo/hi must be finite vectors of equal length, got {lo.shape} and {hi.shape}")
     if np.any(hi < lo) or not (0.0 <= t_range[0] <= t_range[1]):
         raise InputError(f"box needs lo <= hi and 0 <= t0 <= t1, got lo={lo}, hi={hi}, t={t_range}")
-    if not is_int(splits) or splits < 1:
-        raise InputError(f"splits must be a positive integer, got {splits!r}")
+    check_int("splits", splits, 1)
     lo_all = np.append(lo, t_range[0])
     hi_all = np.append(hi, t_range[1])
     edges = [np.linspace(a, b, splits + 1) for a, b in zip(lo_all, hi_all)]

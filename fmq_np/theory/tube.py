@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._checks import is_int
+from .._validate import check_int
 from ..errors import InputError
 from .flow_bounds import TABLEAUX
 from .lipschitz import float64_copy, mlp_lipschitz_boxes
@@ -72,8 +72,7 @@ def euler_tube_bound(params, params_hat, x0, steps, fallback=None):
     dim = layers[0][0].shape[1] - 1
     if x.ndim != 2 or x.shape[1] != dim or not np.isfinite(x).all():
         raise InputError(f"x0 must be a finite (n, {dim}) array, got shape {x.shape}")
-    if not is_int(steps) or steps < 1:
-        raise InputError(f"steps must be a positive integer, got {steps!r}")
+    check_int("steps", steps, 1)
     f = mlp_function(params)
     h = 1.0 / steps
     e = np.zeros((steps + 1, len(x)))
@@ -93,8 +92,7 @@ def euler_tube_bound(params, params_hat, x0, steps, fallback=None):
 
 
 def _check_run(x0, steps, solver):
-    if not is_int(steps) or steps < 1:
-        raise InputError(f"steps must be a positive integer, got {steps!r}")
+    check_int("steps", steps, 1)
     if solver not in TABLEAUX:
         raise InputError(f"no tube bound for solver {solver!r}; choose from {', '.join(TABLEAUX)}")
     x = np.asarray(x0, np.float64)

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._checks import is_int
+from .._validate import check_int
 from ..errors import InputError
 from .image_intervals import (ROUND, centered_interval, conv2d, conv_interval, cos_interval,
                               group_variance_bounds, pad_radius, sin_interval)
@@ -358,8 +358,7 @@ class UNetPair:
     def error_bound(self, lo, hi, t_range=(0.0, 1.0), t_splits=1):
         """Certified (ε, L) on the box x ∈ [lo, hi] (per pixel, arrays of the sample shape or scalars) × t-range,
         the t-interval cut into ``t_splits`` pieces (one box each); (ε, L, per-piece UNetBound)."""
-        if not is_int(t_splits) or t_splits < 1:
-            raise InputError(f"t_splits must be a positive integer, got {t_splits!r}")
+        check_int("t_splits", t_splits, 1)
         lo = np.broadcast_to(np.asarray(lo, np.float64), self.shape)
         hi = np.broadcast_to(np.asarray(hi, np.float64), self.shape)
         if np.any(hi < lo) or not (0.0 <= t_range[0] <= t_range[1]):

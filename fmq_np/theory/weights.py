@@ -28,7 +28,7 @@ interpolation of Q between sample values (≈ 1% at 300 values per channel and 2
 """
 import numpy as np
 
-from .._checks import check_bits
+from .._validate import check_bits
 from ..errors import InputError
 
 PREDICTABLE = ("ot", "ot-opt", "uniform", "pwl")
