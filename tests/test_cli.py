@@ -59,3 +59,13 @@ def test_help_lists_every_subcommand_and_runs_as_a_console_script():
     for command in ("train", "sample"):
         sub = subprocess.run([sys.executable, "-m", "fmq_np.cli", command, "--help"], capture_output=True, text=True)
         assert sub.returncode == 0 and "usage: fmq-np " + command in sub.stdout
+
+
+def test_cli_argument_errors_are_input_errors(tmp_path):
+    """What the user typed wrong is an InputError (a file's bad content would be a FormatError)."""
+    from fmq_np.cli._common import check_input, check_output
+    from fmq_np.errors import InputError
+    with pytest.raises(InputError, match="no such file"):
+        check_input(str(tmp_path / "missing.h5"))
+    with pytest.raises(InputError, match="is a directory"):
+        check_output(str(tmp_path))

@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 
-from ..errors import FmqError
+from ..errors import InputError
 
 
 def check_output(*paths):
@@ -17,23 +17,23 @@ def check_output(*paths):
         if path is None:
             continue
         if os.path.isdir(path):
-            raise FmqError(f"{path}: is a directory; give a file name")
+            raise InputError(f"{path}: is a directory; give a file name")
         folder = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(folder):
-            raise FmqError(f"{path}: folder {folder} does not exist")
+            raise InputError(f"{path}: folder {folder} does not exist")
         try:
             with tempfile.TemporaryFile(dir=folder, prefix=".fmq_np-probe-"):
                 pass
         except OSError as exc:
-            raise FmqError(f"{path}: folder {folder} is not writable ({exc.strerror or exc})") from None
+            raise InputError(f"{path}: folder {folder} is not writable ({exc.strerror or exc})") from None
 
 
 def check_input(path, what="model file"):
     """A one-line error for an input that is a folder or missing (before any loader sees it)."""
     if os.path.isdir(path):
-        raise FmqError(f"{path}: is a directory, expected a {what}")
+        raise InputError(f"{path}: is a directory, expected a {what}")
     if not os.path.exists(path):
-        raise FmqError(f"{path}: no such file")
+        raise InputError(f"{path}: no such file")
 
 
 def same_file(a, b):
@@ -54,7 +54,7 @@ def check_distinct(outputs, inputs):
     for flag, out in outputs:
         for label, path in inputs:
             if same_file(out, path):
-                raise FmqError(f"{flag} {out} is the same file as {label}: it would be overwritten; "
+                raise InputError(f"{flag} {out} is the same file as {label}: it would be overwritten; "
                                f"choose another {flag}")
 
 

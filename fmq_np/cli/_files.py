@@ -1,6 +1,6 @@
 """What kind of file a command was given (an fmq_np model, a quantized model, another tool's weight file) and how
 to load it as a velocity model or as named arrays."""
-from ..errors import FmqError
+from ..errors import InputError
 
 
 def velocity_model(path, args, key=None):
@@ -8,11 +8,11 @@ def velocity_model(path, args, key=None):
     from .. import io
     if args.config is None:
         if not path.lower().endswith((".h5", ".hdf5")):
-            raise FmqError(f"{path}: a weight file needs --config CONFIG.json (its ADMUNet config, e.g. "
+            raise InputError(f"{path}: a weight file needs --config CONFIG.json (its ADMUNet config, e.g. "
                            "flow_matching's MODEL_CONFIGS entry with image_size)")
         return io.load_velocity_model(path)
     if is_fmq_model(path):
-        raise FmqError(f"{path} is an fmq_np model, which records its own config; drop --config")
+        raise InputError(f"{path} is an fmq_np model, which records its own config; drop --config")
     return io.load_external_model(path, args.config, key=key, weights=args.weights)
 
 

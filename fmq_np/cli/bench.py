@@ -3,7 +3,7 @@ import sys
 
 import numpy as np
 
-from ..errors import FmqError
+from ..errors import InputError
 from ._common import check_input, parse_seed, split_list
 from ._files import is_quantized, read_named_arrays
 
@@ -32,7 +32,7 @@ def _bench(args):
     if args.input:
         check_input(args.input, "weight file")
         if is_quantized(args.input):
-            raise FmqError(f"{args.input} is already quantized; bench the float model or weight file it came from")
+            raise InputError(f"{args.input} is already quantized; bench the float model or weight file it came from")
         arrays, _ = read_named_arrays(args.input)
     else:
         per_weight = 24          # float32 weights, their copy, dequantized output, sort scratch, codes
@@ -42,9 +42,9 @@ def _bench(args):
     methods = split_list(args.methods)
     for m in methods:
         if m not in bench.METHODS:
-            raise FmqError(f"--methods: {m!r} is not one of {', '.join(bench.METHODS)}")
+            raise InputError(f"--methods: {m!r} is not one of {', '.join(bench.METHODS)}")
     if args.repeat < 1:
-        raise FmqError(f"--repeat must be >= 1, got {args.repeat}")
+        raise InputError(f"--repeat must be >= 1, got {args.repeat}")
     rows = bench.time_methods(arrays, bits=args.bits, methods=methods, repeat=args.repeat,
                               progress=lambda line: print(line, file=sys.stderr, flush=True))
     n = sum(np.asarray(a).size for a in arrays.values() if np.asarray(a).dtype.kind == "f")

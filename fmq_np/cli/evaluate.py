@@ -1,6 +1,6 @@
 """``fmq-np evaluate``: measure a quantized model against its float model on real data."""
 from .._atomic import write_json
-from ..errors import FmqError
+from ..errors import InputError
 from ._common import check_model_pair, parse_seed, warn
 from ._files import add_external_options, is_quantized, velocity_model
 
@@ -41,17 +41,17 @@ def _evaluate(args):
         meta, source = {}, io.read_arrays(args.model, key=args.key)
     qmodel, kind = velocity_model(args.quantized, args)
     if type(qmodel) is not type(model) or qmodel.config() != model.config():
-        raise FmqError(f"{args.quantized} is not a quantized version of {args.model} (other model class or config)")
+        raise InputError(f"{args.quantized} is not a quantized version of {args.model} (other model class or config)")
     if is_quantized(args.quantized):
         _check_source(args.model, source, args.quantized, read_meta(args.quantized), "evaluate")
     name = args.dataset or meta.get("dataset")
     if not name:
-        raise FmqError(f"{args.model} does not record its dataset; pass --dataset")
+        raise InputError(f"{args.model} does not record its dataset; pass --dataset")
     name = datasets.canonical(name)
     data = datasets.load(name, n=2 * args.n, seed=args.seed + 1) if name in datasets.TOYS else \
         datasets.load(name, seed=args.seed + 1)
     if args.likelihood < 0:
-        raise FmqError(f"--likelihood must be >= 0, got {args.likelihood}")
+        raise InputError(f"--likelihood must be >= 0, got {args.likelihood}")
     res = compare(model, qmodel, data, n=args.n, solver=args.solver, steps=args.steps, seed=args.seed,
                   likelihood=min(args.likelihood, args.n))
     res.update(model=args.model, quantized=args.quantized, quantizer=kind, dataset=name)
@@ -81,5 +81,5 @@ def _check_source(float_path, params, quantized_path, meta, command):
         warn(command, f"{quantized_path} records no digest of its source weights (older fmq_np); cannot check "
                       f"that it was quantized from {float_path}")
     elif digest != weights_digest(params):
-        raise FmqError(f"{quantized_path} was not quantized from {float_path}: its source weights differ "
+        raise InputError(f"{quantized_path} was not quantized from {float_path}: its source weights differ "
                        "(digest mismatch); pass the float model it came from")

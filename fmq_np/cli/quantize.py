@@ -3,7 +3,7 @@ import os
 
 import numpy as np
 
-from ..errors import FmqError
+from ..errors import InputError
 from ._common import check_distinct, check_input, check_output
 from ._files import is_fmq_model, is_quantized, read_named_arrays
 
@@ -51,21 +51,21 @@ def _quantize(args):
     check_input(args.input, "weight file")
     check_distinct([("--out", args.out)], [("the input", args.input)])
     if is_quantized(args.input):
-        raise FmqError(f"{args.input} is already quantized; quantize the float model or weight file it came from")
+        raise InputError(f"{args.input} is already quantized; quantize the float model or weight file it came from")
     if not args.calibrate and not is_fmq_model(args.input):
         return _quantize_stream(args)            # weight files: tensor by tensor (fmq_np.quant.stream)
     if args.key is not None:
-        raise FmqError(f"--key picks an entry of a torch checkpoint; {args.input} is an fmq_np model")
+        raise InputError(f"--key picks an entry of a torch checkpoint; {args.input} is an fmq_np model")
     if args.scheduler is not None or args.workers is not None:
-        raise FmqError("--scheduler and --workers spread a weight file's tensors (.safetensors, index.json, .npz, "
+        raise InputError("--scheduler and --workers spread a weight file's tensors (.safetensors, index.json, .npz, "
                        ".pth, plain .h5), not an fmq_np model or --calibrate")
     if args.resume:
-        raise FmqError("--resume continues a streamed weight file (.safetensors, index.json, .npz, .pth, plain "
+        raise InputError("--resume continues a streamed weight file (.safetensors, index.json, .npz, .pth, plain "
                        ".h5), not an fmq_np model or --calibrate")
     arrays, origin = read_named_arrays(args.input)
     not_read = _h5_datasets_not_read(args.input, arrays) if not origin else []
     if not any(np.asarray(a).dtype.kind == "f" for a in arrays.values()):
-        raise FmqError(f"{args.input}: no float tensors to quantize"
+        raise InputError(f"{args.input}: no float tensors to quantize"
                        + (f" (found only {len(arrays)} non-float arrays)" if arrays else " (the file holds none)"))
     if args.calibrate:          # runs the float network along its trajectories: needs an fmq_np model file
         model, _ = io.load_model(args.input)
@@ -99,9 +99,9 @@ def _quantize_stream(args):
     from .. import quant
     from .._cluster import connect
     if args.scheduler is not None and args.workers is not None:
-        raise FmqError("give --scheduler (a Dask cluster) or --workers (local processes), not both")
+        raise InputError("give --scheduler (a Dask cluster) or --workers (local processes), not both")
     if args.workers is not None and args.workers < 1:
-        raise FmqError(f"--workers must be >= 1, got {args.workers}")
+        raise InputError(f"--workers must be >= 1, got {args.workers}")
     client = connect(args.scheduler) if args.scheduler is not None else None
     names = []
     try:

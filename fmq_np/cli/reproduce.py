@@ -1,7 +1,7 @@
 """``fmq-np reproduce``: the paper's five-dataset sweep on the shipped models, written as a report."""
 import os
 
-from ..errors import FmqError
+from ..errors import InputError
 from ._common import check_output, split_list
 
 
@@ -50,7 +50,7 @@ def _reproduce(args):
     if args.quick:
         for flag, value in (("--datasets", args.datasets), ("--bits", args.bits), ("--scale", args.scale)):
             if value is not None:
-                raise FmqError(f"--quick sets {flag} itself; drop {flag} or --quick")
+                raise InputError(f"--quick sets {flag} itself; drop {flag} or --quick")
         q = reproduce.QUICK
         args.datasets, args.bits, args.scale = ",".join(q["datasets"]), ",".join(map(str, q["bits"])), q["scale"]
     args.datasets = args.datasets or ",".join(reproduce.DATASETS)
@@ -79,4 +79,4 @@ def _parse_bits(text):
     try:
         return [int(b) for b in split_list(text)]
     except ValueError:
-        raise FmqError(f"--bits must be comma-separated integers in 1..8, got {text!r}") from None
+        raise InputError(f"--bits must be comma-separated integers in 1..8, got {text!r}") from None

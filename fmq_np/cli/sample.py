@@ -1,7 +1,7 @@
 """``fmq-np sample``: integrate a model's velocity from noise to data; samples as .npy and a picture."""
 import numpy as np
 
-from ..errors import FmqError
+from ..errors import InputError
 from ._common import check_distinct, check_input, check_output, nonnegative_float, parse_seed, positive_float
 from ._files import add_external_options, velocity_model
 
@@ -35,7 +35,7 @@ def _sample(args):
     check_distinct([("--out", args.out), ("--png", args.png)], [("the model", args.model)])
     check_distinct([("--png", args.png)], [("--out", args.out)])
     if args.n < 1:
-        raise FmqError(f"-n must be >= 1, got {args.n}")
+        raise InputError(f"-n must be >= 1, got {args.n}")
     model, kind = velocity_model(args.model, args, key=args.key)
     per_sample = 3 * 4 * int(np.prod(sample_shape(model)))       # noise, result, the copy written out (float32)
     check_memory(per_sample * args.n, "the samples", "-n", args.n, largest=memory_budget() // per_sample)

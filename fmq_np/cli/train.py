@@ -3,7 +3,7 @@ import os
 
 import numpy as np
 
-from ..errors import FmqError
+from ..errors import InputError
 from ._common import check_distinct, check_output, parse_seed, warn
 
 #: batch size above which --coupling ot warns: the exact assignment costs O(batch^3) per step
@@ -51,15 +51,15 @@ def _train(args):
     check_output(args.out, args.checkpoint)
     check_distinct([("--out", args.out)], [("--checkpoint", args.checkpoint)])
     if args.resume and args.checkpoint is None:
-        raise FmqError("--resume needs --checkpoint FILE (the checkpoint to continue)")
+        raise InputError("--resume needs --checkpoint FILE (the checkpoint to continue)")
     if args.checkpoint is not None and os.path.exists(args.checkpoint) and not (args.resume or args.overwrite):
-        raise FmqError(f"--checkpoint {args.checkpoint} exists: pass --resume to continue that run, or --overwrite "
+        raise InputError(f"--checkpoint {args.checkpoint} exists: pass --resume to continue that run, or --overwrite "
                        "to start over and replace it")
     for flag, value in (("--steps", args.steps), ("--batch-size", args.batch_size), ("--n-data", args.n_data),
                         ("--hidden", args.hidden), ("--depth", args.depth), ("--width", args.width),
                         ("--checkpoint-every", args.checkpoint_every)):
         if value < 1:
-            raise FmqError(f"{flag} must be >= 1, got {value}")
+            raise InputError(f"{flag} must be >= 1, got {value}")
     name = datasets.canonical(args.dataset)
     if args.coupling == "ot" and args.batch_size > OT_BATCH_WARN:
         warn("train", f"--coupling ot solves an exact {args.batch_size}x{args.batch_size} assignment every step "

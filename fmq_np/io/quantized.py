@@ -340,7 +340,7 @@ def _same_bits(a, b):
 def _group_shape(shape, granularity, group_size):
     """``(n_groups, group_len)`` of the QuantizedTensor layout, or None if the combination is impossible (a stored
     group_size must be 0 unless the granularity is "group")."""
-    from ..quant.tensor import group_shape
+    from ..quant.layout import group_shape
     if granularity != "group" and group_size != 0:
         return None
     try:

@@ -31,7 +31,8 @@ import numpy as np
 from fmq_np._numba import resolve_device
 from fmq_np._validate import check_bits, is_int
 from fmq_np.errors import InputError
-from fmq_np.quant.tensor import GRANULARITIES, METHODS, QuantizedTensor, group_shape
+from fmq_np.quant.layout import GRANULARITIES, group_view
+from fmq_np.quant.tensor import METHODS, QuantizedTensor
 
 #: methods the published code skips on tensors with fewer than 2**bits elements (``uniform`` never skips).
 PAPER_SKIPS = ("ot", "pwl", "log2")
@@ -43,12 +44,6 @@ def _kernels(device):
         return gpu
     from fmq_np.quant import cpu
     return cpu
-
-
-def group_view(w, granularity, group_size, name="w"):
-    """``w`` viewed C-order as ``(n_groups, group_len)`` for ``granularity``
-    (:func:`~fmq_np.quant.tensor.group_shape`)."""
-    return w.reshape(group_shape(w.shape, granularity, group_size, name))
 
 
 def ot(kern, w2, k):

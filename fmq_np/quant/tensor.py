@@ -2,10 +2,8 @@
 
 Layout (the contract between schemes, kernels, packing and storage):
 
-* the array ``w`` of ``shape`` is viewed C-order as ``(n_groups, group_len)``: one row per group.
-  granularity ``"tensor"``: 1 group; ``"channel"``: ``shape[0]`` groups (1-D tensors: 1 group);
-  ``"group"``: each channel's flat values cut into runs of ``group_size`` (``group_len == group_size``; the channel
-  length must be a multiple of ``group_size``).
+* the array ``w`` of ``shape`` is viewed C-order as ``(n_groups, group_len)``: one row per group, as
+  :mod:`fmq_np.quant.layout` defines for each granularity.
 * ``codes``: uint8, shape ``(n_groups, group_len)``, every value ``< n_levels``.
 * ``codebook``: shape ``(n_groups, n_levels)`` in the tensor's float dtype; ``w_hat[g, i] = codebook[g, codes[g, i]]``.
   Rows are sorted ascending; a group that uses fewer levels repeats its last level (``levels_used`` counts distinct).
@@ -19,30 +17,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fmq_np._validate import is_int
-from fmq_np.errors import InputError
+from fmq_np.quant.layout import GRANULARITIES, group_shape  # noqa: F401  (public here too)
 
 #: the quantizers (:mod:`fmq_np.quant.schemes`), by the name files and the command line use
 METHODS = ("ot", "uniform", "pwl", "log2", "ot-opt")
-GRANULARITIES = ("tensor", "channel", "group")
-
-
-def group_shape(shape, granularity, group_size=0, name="w"):
-    """``(n_groups, group_len)`` of an array of ``shape`` in the layout above; InputError naming the tensor when
-    the array is empty, the granularity unknown or ``group_size`` not a positive divisor of the channel length."""
-    size = int(np.prod(shape, dtype=np.int64))
-    if size == 0:
-        raise InputError(f"tensor {name!r} is empty")
-    if granularity not in GRANULARITIES:
-        raise InputError(f"granularity must be one of {', '.join(GRANULARITIES)}; got {granularity!r}")
-    rows = 1 if granularity == "tensor" or len(shape) <= 1 else int(shape[0])
-    if granularity != "group":
-        return rows, size // rows
-    if not is_int(group_size) or group_size < 1 \
-            or (size // rows) % group_size:
-        raise InputError(f"tensor {name!r}: channel length {size // rows} is not a multiple of "
-                         f"group_size={group_size}")
-    return size // int(group_size), int(group_size)
 
 
 @dataclass(eq=False)

@@ -36,8 +36,8 @@ PREDICTABLE = ("ot", "ot-opt", "uniform", "pwl")
 
 def grouped(w, granularity="tensor", group_size=0, name="w"):
     """float64 copy of ``w`` viewed as (n_groups, group_len) following the fmq_np.quant layout
-    (:func:`fmq_np.quant.tensor.group_shape`)."""
-    from ..quant.tensor import group_shape
+    (:func:`fmq_np.quant.layout.group_shape`)."""
+    from ..quant.layout import group_shape
     w = np.asarray(w)
     if w.dtype.kind not in "fiu" or w.size == 0:
         raise InputError(f"{name} must be a non-empty real array, got dtype {w.dtype}, shape {w.shape}")
