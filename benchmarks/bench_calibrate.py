@@ -105,12 +105,19 @@ def main(argv=None):
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
 
+    run_datasets(args, lambda name, log: run_dataset(name, args.bits, args.variants, args.n, args.steps,
+                                                     args.calib_n, args.calib_steps, args.seed, log,
+                                                     args.calib_widths), table)
+
+
+def run_datasets(args, measure, table):
+    """``measure(name, log)`` for each of ``args.datasets``, the results written to ``args.json`` (if given) after
+    each one and printed as ``table(results)``; log lines go to stderr."""
     def log(msg):
         print(msg, file=sys.stderr, flush=True)
     results = []
     for name in args.datasets:
-        results.append(run_dataset(name, args.bits, args.variants, args.n, args.steps, args.calib_n,
-                                   args.calib_steps, args.seed, log, args.calib_widths))
+        results.append(measure(name, log))
         if args.json:
             os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
             with open(args.json, "w") as fh:

@@ -17,26 +17,14 @@ the same noise). Rows are named as in ``fmq-np reproduce --methods`` (fmq_np.rep
 bits-per-weight budget).
 """
 import argparse
-import json
-import os
-import sys
 import time
 
 import numpy as np
 
 import fmq_np as fq
-from fmq_np import reproduce
 from fmq_np.eval import paired_difference, sliced_w2
 
-TWO_D_ONLY = "ot-opt (2-D only)"
-VARIANTS = ("ot", "ot-opt", TWO_D_ONLY) + tuple(reproduce.CALIBRATED)
-
-
-def quantize(params, label, bits, cal):
-    if label == TWO_D_ONLY:
-        return fq.quant.quantize_model(params, bits=bits, method="ot-opt")
-    return reproduce.quantize_row(params, label, bits, cal)
-
+from bench_calibrate import VARIANTS, quantize, run_datasets      # the same rows, quantized the same way
 
 def run_dataset(name, args, log):
     data = fq.datasets.load(name, n=20_000, seed=0)
@@ -112,16 +100,7 @@ def main(argv=None):
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
 
-    def log(msg):
-        print(msg, file=sys.stderr, flush=True)
-    results = []
-    for name in args.datasets:
-        results.append(run_dataset(name, args, log))
-        if args.json:
-            os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-            with open(args.json, "w") as fh:
-                json.dump(dict(command=" ".join(sys.argv), results=results), fh, indent=1, default=float)
-    print(table(results))
+    run_datasets(args, lambda name, log: run_dataset(name, args, log), table)
 
 
 if __name__ == "__main__":
