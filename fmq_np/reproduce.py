@@ -88,7 +88,7 @@ ALL_METHODS = METHODS + tuple(CALIBRATED)
 QUICK = dict(datasets=("mnist", "fashion"), bits=(2, 3, 4), scale="quick")
 
 
-def run(out_dir, datasets=DATASETS, bits=BITS, methods=METHODS, scale="default", seed=0, progress=True,
+def run(out_dir, *, datasets=DATASETS, bits=BITS, methods=METHODS, scale="default", seed=0, progress=True,
         command=None, models_dir=None, client=None):
     """Run the sweep and write ``out_dir/report.md``, ``results.json``, PNGs; returns the results dict.
 

@@ -67,7 +67,7 @@ _ST_EXT = ".safetensors"
 _PARTIAL = ".partial"
 
 
-def quantize_file(src, dst, bits=3, method="ot", granularity="channel", group_size=None, paper_compat=False,
+def quantize_file(src, dst, *, bits=3, method="ot", granularity="channel", group_size=None, paper_compat=False,
                   resume=False, progress=None, meta=None, device="auto", key=None, client=None, workers=None):
     """Quantize the weight file ``src`` into ``dst`` tensor by tensor (see the module doc); returns a report dict.
 
