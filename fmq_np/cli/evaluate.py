@@ -1,7 +1,7 @@
 """``fmq-np evaluate``: measure a quantized model against its float model on real data."""
 from .._atomic import write_json
 from ..errors import InputError
-from ._common import check_model_pair, parse_seed, warn
+from ._common import check_model_pair, parse_seed
 from ._files import add_external_options, is_quantized, velocity_model
 
 
@@ -32,6 +32,7 @@ def _evaluate(args):
     from .. import datasets, io
     from ..eval import compare
     from ..io.quantized import read_meta
+    from ..quant.model import check_source
     check_model_pair(args)
     if args.config is None:
         model, meta = io.load_model(args.model)
@@ -43,7 +44,7 @@ def _evaluate(args):
     if type(qmodel) is not type(model) or qmodel.config() != model.config():
         raise InputError(f"{args.quantized} is not a quantized version of {args.model} (other model class or config)")
     if is_quantized(args.quantized):
-        _check_source(args.model, source, args.quantized, read_meta(args.quantized), "evaluate")
+        check_source(args.model, source, args.quantized, read_meta(args.quantized))
     name = args.dataset or meta.get("dataset")
     if not name:
         raise InputError(f"{args.model} does not record its dataset; pass --dataset")
@@ -70,16 +71,3 @@ def _evaluate(args):
         print(f"  bits/dim on {b['n']} data points ({b['method']}): float {b['float']:.4g}, quantized "
               f"{b['quantized']:.4g} (difference {b['quantized_minus_float']:+.3g}, 95% [{b['ci'][0]:+.3g}, "
               f"{b['ci'][1]:+.3g}])")
-
-
-def _check_source(float_path, params, quantized_path, meta, command):
-    """Error when the quantized file records a digest of its source weights that ``params`` do not match;
-    a warning when it records none (files of older fmq_np versions)."""
-    from ..quant.model import weights_digest
-    digest = meta.get("source_digest") if isinstance(meta, dict) else None
-    if digest is None:
-        warn(command, f"{quantized_path} records no digest of its source weights (older fmq_np); cannot check "
-                      f"that it was quantized from {float_path}")
-    elif digest != weights_digest(params):
-        raise InputError(f"{quantized_path} was not quantized from {float_path}: its source weights differ "
-                       "(digest mismatch); pass the float model it came from")

@@ -71,6 +71,20 @@ def weights_digest(named_arrays):
     return "sha256:" + h.hexdigest()
 
 
+def check_source(float_path, params, quantized_path, meta):
+    """InputError when ``meta`` (a quantized file's metadata) records a digest of its source weights that
+    ``params`` (read from ``float_path``) do not match; a UserWarning when it records none (files of older fmq_np
+    versions: the check cannot be made). The paths only name the files in the messages."""
+    import warnings
+    digest = meta.get("source_digest") if isinstance(meta, dict) else None
+    if digest is None:
+        warnings.warn(f"{quantized_path} records no digest of its source weights (older fmq_np); cannot check that "
+                      f"it was quantized from {float_path}", UserWarning, stacklevel=3)
+    elif digest != weights_digest(params):
+        raise InputError(f"{quantized_path} was not quantized from {float_path}: its source weights differ "
+                         "(digest mismatch); pass the float model it came from")
+
+
 def w2_distance(a, b):
     """Empirical 2-Wasserstein distance between the values of two equal-size arrays (sorted matching, float64).
 

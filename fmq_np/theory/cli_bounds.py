@@ -30,6 +30,7 @@ BOX_POINTS = 256
 def _load_pair(model_path, quantized_path):
     from .. import io
     from ..quant import QuantizedModel
+    from ..quant.model import check_source
     model = io.load(model_path)
     if not hasattr(model, "parameters"):
         raise InputError(f"{model_path}: expected a float model checkpoint, got a quantized model")
@@ -37,7 +38,7 @@ def _load_pair(model_path, quantized_path):
     if not isinstance(qm, QuantizedModel):
         raise InputError(f"{quantized_path}: not a quantized model (a float checkpoint?); run fmq-np quantize first")
     params = model.parameters()
-    _check_source(model_path, params, quantized_path, qm.meta)
+    check_source(model_path, params, quantized_path, qm.meta)
     params_hat = qm.dequantize()
     try:
         network.check_pair(params, params_hat)
@@ -47,20 +48,6 @@ def _load_pair(model_path, quantized_path):
         if not np.isfinite(w).all():
             raise FormatError(f"{model_path}: tensor {name!r} contains NaN or Inf")
     return model, qm, params, params_hat
-
-
-def _check_source(model_path, params, quantized_path, meta):
-    """InputError when ``meta`` records a digest of the quantized file's source weights that ``params`` do not
-    match; a warning when it records none (files of older fmq_np versions: the check cannot be made)."""
-    import warnings
-    from ..quant.model import weights_digest
-    digest = meta.get("source_digest") if isinstance(meta, dict) else None
-    if digest is None:
-        warnings.warn(f"{quantized_path} records no digest of its source weights (older fmq_np); cannot check that "
-                      f"it was quantized from {model_path}", UserWarning, stacklevel=3)
-    elif digest != weights_digest(params):
-        raise InputError(f"{quantized_path} was not quantized from {model_path}: its source weights differ "
-                         "(digest mismatch); pass the float model it came from")
 
 
 def _check_sizes(model, params, n_samples, steps, splits):
