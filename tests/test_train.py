@@ -109,6 +109,8 @@ def test_bad_inputs(moons, tiny_mlp_factory, tmp_path):
         fq.flow.fit(m, moons, steps=0)
     with pytest.raises(InputError, match="time sampler"):
         fq.flow.fit(m, moons, steps=1, times="beta")
+    with pytest.raises(InputError, match="coupling must be one of ot, got 'sinkhorn'"):
+        fq.flow.fit(m, moons, steps=1, coupling="sinkhorn")
     with pytest.raises(FmqError, match="diverged"):
         fq.flow.fit(m, moons * 1e30, steps=5, lr=1e-3, progress=False)
     other = fq.nn.MLPVelocity(dim=2, hidden=16, depth=1, seed=0)

@@ -13,6 +13,7 @@ OT_BATCH_WARN = 1024
 def add_train_parser(sub):
     """The ``train`` subcommand on ``sub`` (argparse subparsers)."""
     from ..datasets import IMAGES, TOYS
+    from ..flow.coupling import COUPLINGS
     from ..flow.paths import TIME_SAMPLERS
     from ..nn import ARCHITECTURES
     from ..nn.optim import SCHEDULES
@@ -35,7 +36,7 @@ def add_train_parser(sub):
     p.add_argument("--warmup", type=int, default=0, help="linear warm-up steps (default 0)")
     p.add_argument("--times", choices=tuple(TIME_SAMPLERS), default="uniform",
                    help="time sampler: uniform or the paper's skewed one (default uniform)")
-    p.add_argument("--coupling", choices=("ot",), default=None, help="minibatch OT pairing of noise and data")
+    p.add_argument("--coupling", choices=COUPLINGS, default=None, help="minibatch OT pairing of noise and data")
     p.add_argument("--checkpoint", help="HDF5 file written periodically and on Ctrl-C, for --resume")
     p.add_argument("--checkpoint-every", type=int, default=1000, help="steps between checkpoints (default 1000)")
     p.add_argument("--resume", action="store_true",

@@ -1,6 +1,9 @@
 """Minibatch optimal-transport coupling (OT-CFM): pair noise and data by an exact assignment."""
 import numpy as np
 
+#: the couplings :func:`~fmq_np.flow.fit` knows besides independent pairs (``coupling=None``)
+COUPLINGS = ("ot",)
+
 
 def ot_pairing(x0, x1):
     """Reorder the noise batch so that pairs (x0[i], x1[i]) solve the exact W2 assignment within the batch.

@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .._progress import Progress
-from .._validate import check_int
+from .._validate import check_choice, check_int
 from ..errors import FmqError, FormatError, InputError
-from .coupling import ot_pairing
+from .coupling import COUPLINGS, ot_pairing
 from .paths import condot_sample, time_sampler
 from .shapes import check_data
 
@@ -57,8 +57,8 @@ def fit(model, data, steps, batch_size=256, lr=1e-3, seed=0, *, betas=(0.9, 0.95
         check_int(name, value, 1)
     if not (np.isfinite(lr) and lr > 0):
         raise InputError(f"lr must be a positive number, got {lr!r}")
-    if coupling not in (None, "ot"):
-        raise InputError(f"coupling must be None or 'ot', got {coupling!r}")
+    if coupling is not None:
+        check_choice("coupling", coupling, COUPLINGS)
     if not 0.0 <= ema_decay < 1.0:
         raise InputError(f"ema_decay must be in [0, 1), got {ema_decay!r}")
     draw_times = time_sampler(times)
