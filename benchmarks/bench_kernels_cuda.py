@@ -9,24 +9,14 @@ import argparse
 import json
 import os
 import platform
-import time
 
 import numpy as np
 
 from fmq_np._numba import get_threads, resolve_device
+from fmq_np.bench import median_time
 from fmq_np.quant import cpu, packing
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def median_time(fn, repeat):
-    fn()                                     # compile / warm up
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
 
 
 def cases(G, n):
@@ -72,6 +62,7 @@ def main():
     from fmq_np.quant import gpu
     rows = []
     for name, fn in cases(args.groups, args.length).items():
+        fn(cpu), fn(gpu)                         # compile / warm up
         t_cpu = median_time(lambda: fn(cpu), args.repeat)
         t_gpu = median_time(lambda: fn(gpu), args.repeat)
         rows.append(dict(kernel=name, cpu_s=t_cpu, gpu_s=t_gpu, speedup=t_cpu / t_gpu, same=same(fn(cpu), fn(gpu))))

@@ -1,11 +1,12 @@
 """fmq_np.eval.compare (``fmq-np evaluate``) and fmq_np.bench (``fmq-np bench``)."""
 import json
+import os
 
 import numpy as np
 import pytest
 
 import fmq_np as fq
-from fmq_np.bench import synthetic_state_dict, table, time_methods
+from fmq_np.bench import synthetic_state_dict, table, time_methods, time_stream
 from fmq_np.cli import main
 from fmq_np.errors import InputError
 from fmq_np.eval import compare, velocity_fidelity
@@ -106,3 +107,21 @@ def test_time_methods_and_bench_command(capsys):
     assert "pwl" in out and "copy" in out
     assert main(["bench", "--methods", "ot,nope"]) == 1
     assert "nope" in capsys.readouterr().err
+
+
+def test_time_stream_reads_and_quantizes_every_tensor(tmp_path, capsys):
+    sd = synthetic_state_dict(40_000, seed=1)
+    src = str(tmp_path / "w.npz")
+    np.savez(src, **sd)
+    result = time_stream(src, bits=3, methods=("ot", "uniform"))
+    assert result["tensors"] == len(sd) and result["bytes_in"] == sum(v.nbytes for v in sd.values())
+    assert [r["method"] for r in result["rows"]] == ["ot", "uniform"]
+    # fp32 at 3 bits: codes + codebooks are far smaller than the input, and the file is the one quantize writes
+    q = str(tmp_path / "q.h5")
+    fq.quant.quantize_file(src, q, bits=3, method="ot", progress=False)
+    assert result["rows"][0]["bytes_out"] == os.path.getsize(q) < result["bytes_in"] / 3
+    assert main(["bench", src, "--stream", "--methods", "ot", "--bits", "3"]) == 0
+    out = capsys.readouterr().out
+    assert f"{len(sd)} tensors" in out and "read" in out and "ot" in out
+    assert main(["bench", "--stream", "--params", "5000", "--methods", "uniform"]) == 0
+    assert "uniform" in capsys.readouterr().out

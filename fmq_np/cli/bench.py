@@ -1,5 +1,7 @@
 """``fmq-np bench``: time every quantizer on this machine, on a weight file or synthetic weights."""
+import os
 import sys
+import tempfile
 
 import numpy as np
 
@@ -23,29 +25,48 @@ def add_bench_parser(sub):
     p.add_argument("--methods", default=",".join(METHODS), help="comma-separated methods (default all)")
     p.add_argument("--repeat", type=int, default=3, help="timed runs per method (default 3)")
     p.add_argument("--seed", type=parse_seed, default=0, help="seed of the synthetic weights (default 0)")
+    p.add_argument("--stream", action="store_true",
+                   help="time the streaming quantizer (fmq-np quantize FILE --out q.h5) per method in MB/s against "
+                        "reading the file tensor by tensor (synthetic weights are written to a temporary "
+                        ".safetensors first)")
     p.set_defaults(run=_bench)
 
 
 def _bench(args):
     from .. import bench
     from .._memory import check_memory, memory_budget
-    if args.input:
-        check_input(args.input, "weight file")
-        if is_quantized(args.input):
-            raise InputError(f"{args.input} is already quantized; bench the float model or weight file it came from")
-        arrays, _ = read_named_arrays(args.input)
-    else:
-        per_weight = 24          # float32 weights, their copy, dequantized output, sort scratch, codes
-        check_memory(per_weight * args.params, "the synthetic weights and their quantization", "--params",
-                     args.params, largest=memory_budget() // per_weight)
-        arrays = bench.synthetic_state_dict(args.params, seed=args.seed)
     methods = split_list(args.methods)
     for m in methods:
         if m not in bench.METHODS:
             raise InputError(f"--methods: {m!r} is not one of {', '.join(bench.METHODS)}")
     if args.repeat < 1:
         raise InputError(f"--repeat must be >= 1, got {args.repeat}")
+    if args.input:
+        check_input(args.input, "weight file")
+        if is_quantized(args.input):
+            raise InputError(f"{args.input} is already quantized; bench the float model or weight file it came from")
+        if args.stream:                   # never loaded whole: the streaming reader takes it tensor by tensor
+            return _bench_stream(args, args.input, methods)
+        arrays, _ = read_named_arrays(args.input)
+    else:
+        per_weight = 24          # float32 weights, their copy, dequantized output, sort scratch, codes
+        check_memory(per_weight * args.params, "the synthetic weights and their quantization", "--params",
+                     args.params, largest=memory_budget() // per_weight)
+        arrays = bench.synthetic_state_dict(args.params, seed=args.seed)
+        if args.stream:
+            with tempfile.TemporaryDirectory(prefix="fmq_np-bench-") as tmp:
+                from ..io import write_safetensors
+                src = os.path.join(tmp, "synthetic.safetensors")
+                write_safetensors(src, arrays)
+                return _bench_stream(args, src, methods)
     rows = bench.time_methods(arrays, bits=args.bits, methods=methods, repeat=args.repeat,
                               progress=lambda line: print(line, file=sys.stderr, flush=True))
     n = sum(np.asarray(a).size for a in arrays.values() if np.asarray(a).dtype.kind == "f")
     print(bench.table(rows, n, args.bits))
+
+
+def _bench_stream(args, src, methods):
+    from .. import bench
+    result = bench.time_stream(src, args.bits, methods,
+                               progress=lambda line: print(line, file=sys.stderr, flush=True))
+    print(bench.stream_table(result, args.bits))

@@ -297,6 +297,13 @@ def _check_not_input(dst, files):
 
 
 # ---------------------------------------------------------------------------------------------------- sources
+def iter_tensors(src, key=None):
+    """``(name, array, nbytes)`` of every tensor of the weight file ``src``, one at a time, read the way
+    :func:`quantize_file` reads them (memory-mapped for safetensors, one member / dataset / storage at a time for
+    the others); ``nbytes``: the tensor's bytes in the file. What ``fmq-np bench --stream`` times as plain reading."""
+    return iter(_open_source(os.fspath(src), key))
+
+
 def _open_source(src, key=None):
     from fmq_np.io.importers import ST_INDEX_SUFFIX
     from fmq_np.io.torch_pth import TORCH_EXTENSIONS
