@@ -1,7 +1,9 @@
 """Training speed of fmq_np.nn against the same architectures in PyTorch (CPU), measured in the same run.
 
-One step = flow-matching forward + backward + AdamW update (batch of noise/data pairs drawn each step).
-Cases: MLP 4x256 on 2-D data, batch 1024; U-Net (width 32, mults 1-2-2, 1 block per level) on 28x28, batch 64.
+One step = flow-matching forward + backward + AdamW update (batch of noise/data pairs drawn each step); for the
+``sample*`` cases one forward pass without gradients (torch: ``inference_mode``), the work of sampling.
+Cases: MLP 4x256 on 2-D data, batch 1024; U-Net (width 32, mults 1-2-2, 1 block per level) on 28x28, batch 64;
+``unet16``: the shipped models' width 16; ``sample16`` / ``sample32``: forward of width 16 / 32 at batch 256.
 fmq_np and torch runs are interleaved (repeat r: fmq_np, then torch) so that machine load hits both alike; the
 figure is the median over repeats of steps/s. Both use ``--threads`` threads (Numba kernels, torch intra-op; NumPy's
 BLAS too unless ``--blas-threads`` says otherwise). Without torch the peer columns are left empty.
@@ -22,7 +24,7 @@ def _parse():
     p.add_argument("--blas-threads", type=int, default=None,
                    help="threads of NumPy's BLAS (default: --threads); 1 avoids OpenBLAS spin-waits on a busy machine")
     p.add_argument("--repeats", type=int, default=5, help="timed repeats per case and library (median reported)")
-    p.add_argument("--cases", default="mlp,unet", help="comma list of: mlp, unet")
+    p.add_argument("--cases", default="mlp,unet", help="comma list of: mlp, unet, unet16, sample16, sample32")
     p.add_argument("--out", default=None, help="write the results as JSON here")
     return p.parse_args()
 
@@ -44,12 +46,23 @@ try:
 except ImportError:  # the peer is optional
     torch = None
 
+def _unet(width):
+    return lambda: fq.nn.UNetVelocity(channels=1, size=28, width=width, mults=(1, 2, 2), blocks=1, groups=8, seed=0)
+
+
+#: ``kind`` "train": one FM training step; "sample": one forward pass without gradients (fmq_np ``model(x, t)``,
+#: torch under ``inference_mode``), what sampling and the reproduction's evaluation spend their time on
 CASES = {
-    "mlp": dict(label="MLP 4x256, 2-D, batch 1024", batch=1024, steps=40, shape=(2,),
+    "mlp": dict(label="MLP 4x256, 2-D, batch 1024", kind="train", batch=1024, steps=40, shape=(2,), width=None,
                 make=lambda: fq.nn.MLPVelocity(dim=2, hidden=256, depth=4, seed=0)),
-    "unet": dict(label="U-Net w32 (1,2,2), 28x28, batch 64", batch=64, steps=3, shape=(1, 28, 28),
-                 make=lambda: fq.nn.UNetVelocity(channels=1, size=28, width=32, mults=(1, 2, 2), blocks=1,
-                                                 groups=8, seed=0)),
+    "unet": dict(label="U-Net w32 (1,2,2), 28x28, batch 64", kind="train", batch=64, steps=3, shape=(1, 28, 28),
+                 width=32, make=_unet(32)),
+    "unet16": dict(label="U-Net w16 (1,2,2) (the shipped models), 28x28, batch 64", kind="train", batch=64, steps=6,
+                   shape=(1, 28, 28), width=16, make=_unet(16)),
+    "sample16": dict(label="U-Net w16 forward, no gradients, 28x28, batch 256", kind="sample", batch=256, steps=3,
+                     shape=(1, 28, 28), width=16, make=_unet(16)),
+    "sample32": dict(label="U-Net w32 forward, no gradients, 28x28, batch 256", kind="sample", batch=256, steps=2,
+                     shape=(1, 28, 28), width=32, make=_unet(32)),
 }
 
 
@@ -69,6 +82,9 @@ def ours_stepper(case):
 
     def step():
         xt, t, target = fm_batch(rng, case["batch"], case["shape"])
+        if case["kind"] == "sample":
+            model(xt, t)
+            return
         v = model.forward(xt, t)
         model.backward((2.0 / v.size) * (v - target))
         opt.step(model.gradients())
@@ -149,16 +165,18 @@ if torch is not None:
                     h = self.upsample[j](F.interpolate(h, scale_factor=2, mode="nearest"))
             return self.conv_out(F.silu(self.norm_out(h)))
 
-    TORCH_MODELS = {"mlp": lambda: TorchMLP(), "unet": lambda: TorchUNet()}
-
-    def torch_stepper(name, case):
+    def torch_stepper(case):
         torch.manual_seed(0)
-        model = TORCH_MODELS[name]()
+        model = TorchMLP() if case["width"] is None else TorchUNet(width=case["width"])
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.0)
         rng = np.random.default_rng(0)
 
         def step():
             xt, t, target = (torch.from_numpy(a) for a in fm_batch(rng, case["batch"], case["shape"]))
+            if case["kind"] == "sample":
+                with torch.inference_mode():
+                    model(xt, t)
+                return
             loss = F.mse_loss(model(xt, t), target)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -181,7 +199,7 @@ def main():
     for name in ARGS.cases.split(","):
         case = CASES[name]
         ours, n_ours = ours_stepper(case)
-        peer, n_peer = torch_stepper(name, case) if torch is not None else (None, None)
+        peer, n_peer = torch_stepper(case) if torch is not None else (None, None)
         if n_peer is not None and n_peer != n_ours:
             sys.exit(f"{name}: parameter counts differ (fmq_np {n_ours}, torch {n_peer}): not the same model")
         for fn in (ours, peer):
