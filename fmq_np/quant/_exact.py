@@ -84,8 +84,9 @@ def pairwise_sum(a, lo, n, st_lo, st_n, st_phase, vals):
 @jit
 def chunk_start(j, q, r):
     """Twin. First position of chunk j when n values are cut like ``numpy.array_split`` into chunks of q + 1 (the
-    first r = n mod k) and q values."""
-    return j * q + min(j, r)
+    first r = n mod k) and q values. (No ``min``: Numba 0.68's CUDA target cannot compile the builtin on two
+    integers, see tests/cuda/check_ptx.py.)"""
+    return j * q + (j if j < r else r)
 
 
 @jit

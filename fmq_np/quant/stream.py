@@ -24,10 +24,10 @@ appended as it is done, into ``<shard>.partial`` files renamed at the end. A sha
 input's shards, and their index ``<stem>.safetensors.index.json``, written last (the output is complete when it
 exists).
 
-**Memory bound.** Peak RSS ≈ fixed overhead (Python, NumPy, Numba, h5py and the loaded kernels: 169 MB measured)
-+ about 5 × the largest tensor's fp16 bytes (measured by ``benchmarks/bench_stream.py``: 795-800 MB peak for a
-sharded fp16 checkpoint whose largest tensor holds 64 M values, 134 MB, the same at 0.27, 0.47 and 1.48 GB total;
-table in ``benchmarks/README.md``). Per tensor at the same time: the mapped input, its float32 working copy, the uint8 codes,
+**Memory bound.** Peak RSS ≈ fixed overhead (Python, NumPy, Numba, h5py and the loaded kernels: 169 MB measured) +
+about 5 × the largest tensor's fp16 bytes (measured by ``benchmarks/bench_stream.py``: 795-800 MB peak for a sharded
+fp16 checkpoint whose largest tensor holds 64 M values, 134 MB, the same at 0.27, 0.47 and 1.48 GB total; table in
+``benchmarks/README.md``). Per tensor at the same time: the mapped input, its float32 working copy, the uint8 codes,
 and for the report the dequantized copy and two sorted copies (W2); nothing but the report row is kept from one
 tensor to the next, so the checkpoint's total size does not enter the bound. bf16 input adds a float32 copy of the
 tensor (2 × its bytes); a torch checkpoint adds its pickle and the storages in use; HDF5 input its chunk cache.
