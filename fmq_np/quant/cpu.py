@@ -16,6 +16,7 @@ import numpy as np
 from llvmlite import ir
 from numba import prange, types
 from numba.core import cgutils
+from numba.core import config as numba_config
 from numba.extending import intrinsic
 
 from fmq_np._numba import (QUANT_BLOCKS_PER_THREAD, QUANT_DP_SPLIT, QUANT_STREAM_BYTES, QUANT_TILE, jit,
@@ -152,6 +153,12 @@ def _store_stream(typingctx, arr, i, value):
         return context.get_dummy_value()
 
     return types.void(arr, i, value), codegen
+
+
+if numba_config.DISABLE_JIT:             # the coverage run (NUMBA_DISABLE_JIT=1): an intrinsic has no Python form
+    def _store_stream(arr, i, value):
+        """``arr[i] = value``, the plain store the intrinsic above makes non-temporal."""
+        arr[i] = value
 
 
 @jit
