@@ -310,3 +310,24 @@ def test_weight_inputs_hook_covers_the_attention_projections():
     w, b = qkv.parameters()["weight"], qkv.parameters()["bias"]
     np.testing.assert_allclose(rows @ w[:, :, 0].T + b, qkv._buffer("z", (w.shape[0], rows.shape[0]), True).T,
                                rtol=1e-5, atol=1e-5)
+
+
+def test_torchcfm_mlp_from_its_pth_matches_torch(tmp_path):
+    """torchcfm's MLP (SELU, net.0/2/4/6) read from a torch.save'd state dict gives torch's velocities."""
+    sd = fq.io.read_arrays(os.path.join(FIXTURES, "torchcfm_mlp.pth"))
+    ref = np.load(os.path.join(FIXTURES, "torchcfm_mlp.npz"))
+    model = fq.nn.MLPVelocity.from_torchcfm(dim=2, w=32, time_varying=True, state_dict=sd)
+    np.testing.assert_allclose(model(ref["x"], ref["t"]), ref["v"], rtol=1e-5, atol=1e-6)
+    path = str(tmp_path / "mlp.h5")                       # the activation is part of the saved architecture
+    fq.io.save_model(path, model)
+    again, _ = fq.io.load_model(path)
+    assert again.config()["act"] == "selu" and np.array_equal(again(ref["x"], ref["t"]), model(ref["x"], ref["t"]))
+    with pytest.raises(InputError, match="time_varying=True"):
+        fq.nn.MLPVelocity.from_torchcfm(dim=2, w=32)
+    with pytest.raises(InputError, match="out_dim=3"):
+        fq.nn.MLPVelocity.from_torchcfm(dim=2, out_dim=3, w=32, time_varying=True)
+    with pytest.raises(InputError, match="'net.8.weight'"):
+        fq.nn.MLPVelocity.from_torchcfm(dim=2, w=32, time_varying=True,
+                                        state_dict={**sd, "net.8.weight": sd["net.0.weight"]})
+    with pytest.raises(InputError, match="act"):
+        fq.nn.MLPVelocity(act="relu")

@@ -103,9 +103,10 @@ def _check_velocity(model, x, rng):
                       rng)
 
 
-def test_mlp_velocity_directional():
+@pytest.mark.parametrize("act", ["silu", "selu"])
+def test_mlp_velocity_directional(act):
     rng = np.random.default_rng(6)
-    _check_velocity(fq.nn.MLPVelocity(dim=3, hidden=8, depth=3, seed=1), rng.standard_normal((5, 3)), rng)
+    _check_velocity(fq.nn.MLPVelocity(dim=3, hidden=8, depth=3, seed=1, act=act), rng.standard_normal((5, 3)), rng)
 
 
 @pytest.mark.parametrize("kw", [dict(mults=(1, 2, 2), blocks=1), dict(mults=(1, 2), blocks=2)])

@@ -8,7 +8,7 @@ See :mod:`fmq_np.nn.layers` (layers, layouts), :mod:`fmq_np.nn.models` (networks
 U-Net of flow_matching / torchcfm, with torch's state-dict names), :mod:`fmq_np.nn.optim`, :mod:`fmq_np.nn.build`
 (which network fits a dataset: :func:`build_for_dataset`).
 """
-from .layers import (Conv2d, GlobalAvgPool, GroupNorm, Linear, Module, ResBlock, SiLU,  # noqa: F401
+from .layers import (SELU, Conv2d, GlobalAvgPool, GroupNorm, Linear, Module, ResBlock, SiLU,  # noqa: F401
                      TimeEmbedding)
 from .models import MODELS, Classifier, MLPVelocity, UNetVelocity, cross_entropy  # noqa: F401
 from .optim import EMA, AdamW, lr_schedule  # noqa: F401
@@ -19,4 +19,4 @@ MODELS["ADMUNet"] = ADMUNet   # checkpoint files rebuild models by class name fr
 
 __all__ = ["MLPVelocity", "UNetVelocity", "ADMUNet", "Classifier", "MODELS", "cross_entropy", "AdamW", "EMA",
            "lr_schedule", "build_for_dataset", "check_fits", "ARCHITECTURES", "Module", "Linear", "Conv2d",
-           "GroupNorm", "SiLU", "TimeEmbedding", "ResBlock", "GlobalAvgPool"]
+           "GroupNorm", "SiLU", "SELU", "TimeEmbedding", "ResBlock", "GlobalAvgPool"]

@@ -34,9 +34,9 @@ image_size // r; ``class_cond`` → num_classes (else None) with label_padding F
 ``num_head_channels``, ``num_heads_upsample``, ``use_scale_shift_norm``, ``dropout``, ``resblock_updown``,
 ``use_new_attention_order``, ``use_checkpoint`` pass through; conv_resample True; ``use_fp16`` must be False
 (cast an fp16 state dict to float32 first). torchcfm calls ``model(t, x, y)``; here it is ``model(x, t, y)``.
-torchcfm's ``MLP(dim, out_dim, w, time_varying)`` does *not* map onto :class:`~fmq_np.nn.MLPVelocity` exactly: it
-has three hidden layers with SELU activations (``net.0/2/4/6``); MLPVelocity(dim, hidden=w, depth=3) has the same
-shapes on [x, t] (``layers.0..3``) but SiLU, so its weights cannot be loaded as they are.
+torchcfm's ``MLP(dim, out_dim, w, time_varying)`` (three hidden Linear + SELU layers, ``net.0/2/4/6``) is
+:meth:`fmq_np.nn.MLPVelocity.from_torchcfm`: ``MLPVelocity(dim, hidden=w, depth=3, act="selu")``, names
+``net.{2i}`` → ``layers.{i}``, checked against torchcfm's own module in torch (``tests/fixtures/torchcfm_mlp.*``).
 
 Layout: the layers work in the channel-major (C, N, H, W) layout of :mod:`fmq_np.nn.layers`; ``forward`` /
 ``backward`` follow the velocity-model contract of :mod:`fmq_np.nn.models` (``backward(dv)`` overwrites

@@ -247,6 +247,30 @@ class SiLU(Module):
         return dx
 
 
+class SELU(Module):
+    """y = scale * (x if x > 0 else alpha * (exp(x) - 1)), torch.nn.SELU's constants; any shape, in NumPy (used by
+    the torchcfm MLP layout of :class:`~fmq_np.nn.MLPVelocity`, whose layers are small)."""
+
+    ALPHA = 1.6732632423543772848170429916717
+    SCALE = 1.0507009873554804934193349852946
+
+    def __init__(self):
+        super().__init__()
+        self._x = None
+
+    def forward(self, x, train=True):
+        neg = np.expm1(np.minimum(x, 0))
+        y = np.where(x > 0, x, neg * x.dtype.type(self.ALPHA)) * x.dtype.type(self.SCALE)
+        if train:
+            self._x = x
+        return y.astype(x.dtype, copy=False)
+
+    def backward(self, dy):
+        x = self._x
+        slope = np.where(x > 0, 1, np.exp(np.minimum(x, 0)) * x.dtype.type(self.ALPHA)) * x.dtype.type(self.SCALE)
+        return (dy * slope).astype(x.dtype, copy=False)
+
+
 #: per thread (two threads running models at once, e.g. a Dask worker's, must not share them): tag -> buffer
 _SCRATCH = threading.local()
 

@@ -7,9 +7,9 @@ the model's dtype (float32 unless ``m.astype(np.float64)``); the returned arrays
 """
 import numpy as np
 
-from .._validate import check_array, check_int
+from .._validate import check_array, check_choice, check_int
 from ..errors import InputError
-from .layers import Conv2d, Flatten, GlobalAvgPool, GroupNorm, Linear, Module, ResBlock, TimeEmbedding
+from .layers import SELU, Conv2d, Flatten, GlobalAvgPool, GroupNorm, Linear, Module, ResBlock, TimeEmbedding
 
 
 
@@ -22,21 +22,51 @@ def _check_xt(x, t, tail, dtype):
 
 
 class MLPVelocity(Module):
-    """v(x, t) for x (n, dim): ``depth`` hidden Linear+SiLU layers of width ``hidden`` on [x, t], then Linear to dim.
+    """v(x, t) for x (n, dim): ``depth`` hidden Linear layers of width ``hidden`` on [x, t], each followed by the
+    activation ``act`` (``"silu"``, fused into the layer, or ``"selu"``), then Linear to dim.
 
     Parameter names: ``layers.{i}.weight`` (out, in) and ``layers.{i}.bias``, i = 0..depth.
+
+    torchcfm's ``MLP(dim, out_dim=None, w=64, time_varying=True)`` (``torchcfm/models/models.py``: three hidden
+    Linear + SELU layers on ``torch.cat([x, t[:, None]], -1)``, names ``net.0/2/4/6``) is
+    :meth:`from_torchcfm`: ``MLPVelocity(dim, hidden=w, depth=3, act="selu")`` with ``net.{2i}`` → ``layers.{i}``.
     """
 
-    def __init__(self, dim=2, hidden=256, depth=4, seed=0):
+    ACTIVATIONS = ("silu", "selu")
+
+    def __init__(self, dim=2, hidden=256, depth=4, seed=0, act="silu"):
         super().__init__()
         self._config = dict(dim=check_int("dim", dim, 1), hidden=check_int("hidden", hidden, 1),
-                            depth=check_int("depth", depth, 1), seed=check_int("seed", seed, 0))
+                            depth=check_int("depth", depth, 1), seed=check_int("seed", seed, 0),
+                            act=check_choice("act", act, self.ACTIVATIONS))
         rng = np.random.default_rng(seed)
         sizes = [dim + 1] + [hidden] * depth
-        self.layers = [self.add_child(f"layers.{i}", Linear(sizes[i], sizes[i + 1], act="silu", rng=rng))
+        fused = "silu" if act == "silu" else None
+        self.layers = [self.add_child(f"layers.{i}", Linear(sizes[i], sizes[i + 1], act=fused, rng=rng))
                        for i in range(depth)]
         self.layers.append(self.add_child(f"layers.{depth}", Linear(hidden, dim, rng=rng)))
+        self.acts = [SELU() for _ in range(depth)] if act == "selu" else []
         self.dim = dim
+
+    @classmethod
+    def from_torchcfm(cls, dim, out_dim=None, w=64, time_varying=False, *, state_dict=None, seed=0):
+        """The MLP of torchcfm's ``MLP(dim, out_dim, w, time_varying)`` (see the class doc), holding ``state_dict``
+        (its ``net.{0,2,4,6}.weight/bias`` arrays) when given. torchcfm's velocity models need ``time_varying=True``
+        and ``out_dim`` None or ``dim``: anything else is an InputError."""
+        if not time_varying:
+            raise InputError("torchcfm MLP with time_varying=False takes no time input; a velocity model v(x, t) "
+                             "needs time_varying=True")
+        if out_dim not in (None, dim):
+            raise InputError(f"torchcfm MLP with out_dim={out_dim} != dim={dim} is not a velocity field of x")
+        model = cls(dim=dim, hidden=w, depth=3, seed=seed, act="selu")
+        if state_dict is not None:
+            names = {f"net.{2 * i}.{p}": f"layers.{i}.{p}" for i in range(4) for p in ("weight", "bias")}
+            unknown = sorted(set(state_dict) - set(names))
+            if unknown:
+                raise InputError(f"torchcfm MLP state dict: unexpected key {unknown[0]!r} (expected "
+                                 f"net.0/2/4/6.weight and .bias)")
+            model.load_parameters({names[k]: v for k, v in state_dict.items()})
+        return model
 
     def config(self):
         """Constructor arguments: ``MLPVelocity(**m.config())`` rebuilds the architecture."""
@@ -47,8 +77,10 @@ class MLPVelocity(Module):
         h = self._buffer("in", (x.shape[0], self.dim + 1), train)
         h[:, :self.dim] = x
         h[:, self.dim] = t
-        for layer in self.layers:
+        for i, layer in enumerate(self.layers):
             h = layer.forward(h, train=train)
+            if i < len(self.acts):
+                h = self.acts[i].forward(h, train=train)
         return h.copy() if train else h
 
     def __call__(self, x, t):
@@ -65,8 +97,10 @@ class MLPVelocity(Module):
         if x is None:
             raise InputError("backward called before forward")
         d = check_array("dv", dv, (x.shape[0], self.dim), self.dtype)
-        for layer in reversed(self.layers):
-            d = layer.backward(d)
+        for i in reversed(range(len(self.layers))):
+            if i < len(self.acts):
+                d = self.acts[i].backward(d)
+            d = self.layers[i].backward(d)
         return d[:, :self.dim].copy()
 
 
