@@ -137,6 +137,28 @@ def test_paper_compat_equals_published_algorithm(method, bits):
         assert isinstance(qm.tensors["tiny"], QuantizedTensor)
 
 
+@pytest.mark.parametrize("kind", ["continuous", "integers", "signed_zeros", "short_rows"])
+def test_published_ot_codes_equal_a_full_argsort_ranking(kind):
+    """paper_compat's ot codes re-rank only the rows with a tie across a chunk boundary; every row must still get
+    the published code's argsort + array_split codes."""
+    from fmq_np.quant import cpu, published
+    rng = np.random.default_rng(11)
+    rows = {"continuous": rng.standard_normal((40, 97)),
+            "integers": rng.integers(-3, 4, (40, 97)).astype(float),
+            "signed_zeros": np.where(rng.random((40, 97)) < 0.3, rng.choice([-0.0, 0.0], (40, 97)),
+                                     rng.standard_normal((40, 97))),
+            "short_rows": rng.integers(0, 2, (40, 5)).astype(float)}[kind].astype(f32)
+    k = 8
+    kernel_codes, _ = cpu.ot_equal_mass(rows, k)
+    codes = published.ot_codes(rows, k, kernel_codes, rows)
+    kk = min(k, rows.shape[1])
+    for g in range(rows.shape[0]):
+        ref = np.empty(rows.shape[1], np.uint8)
+        for c, chunk in enumerate(np.array_split(np.argsort(rows[g]), kk)):
+            ref[chunk] = c
+        np.testing.assert_array_equal(codes[g], ref, err_msg=f"{kind} row {g}")
+
+
 def test_paper_compat_quantize_marks_skipped_tensor_and_keeps_it_exact():
     w = f32([3, 1, 2])
     qt = quantize(w, bits=2, method="pwl", paper_compat=True)

@@ -10,7 +10,7 @@ backtrack: O(k' · n log n) time, 4·k'·n bytes of argmins.
 import numpy as np
 from numba import prange
 
-from fmq_np._numba import jit
+from fmq_np._numba import QUANT_DP_SPLIT, jit
 from fmq_np.quant._exact import chunk_start, radix_order
 
 @jit
@@ -132,11 +132,13 @@ def _levels(s, centre, S1, S2, W, unit, arg, kk, k, out):
         out[m] = lv[min(m, kk - 1)]
 
 
-@jit
+@jit(inline="always")
 def dp_row(row, wrow, unit, k, out, split):
     """``out (k,)`` = the W2-optimal levels of the float64 row ``row (n,)`` with weights ``wrow (n,)`` (ignored when
     ``unit``). ``split`` picks the layer function: 0 → :func:`_layer_serial` (a row kernel of a parallel launch
-    over rows); > 0 → :func:`_layer_parallel` with that many subtrees per launch (one row using every thread)."""
+    over rows); > 0 → :func:`_layer_parallel` with that many subtrees per launch (one row using every thread).
+    Inlined into its callers, which pass ``split`` as a constant, so that the branch not taken is compiled away:
+    compiled with both, one 1 M-value row on two threads took 1.9 s instead of 1.1 s."""
     s, centre, S1, S2, W = _prepare(row, wrow, unit)
     n = s.shape[0]
     kk = min(k, n)
@@ -161,6 +163,12 @@ def dp_rows(w, weights, unit, k, out, g0, g1):
     """Rows ``g0 … g1-1`` of ``w (G, n)``: :func:`dp_row` with serial layers."""
     for g in range(g0, g1):
         dp_row(w[g], weights[g], unit, k, out[g], 0)
+
+
+@jit
+def dp_row_parallel(row, wrow, unit, k, out):
+    """One row on every thread: :func:`dp_row` with parallel layers of ``QUANT_DP_SPLIT`` subtrees."""
+    dp_row(row, wrow, unit, k, out, QUANT_DP_SPLIT)
 
 
 @jit(parallel=True)

@@ -19,7 +19,7 @@ from numba.core import cgutils
 from numba.core import config as numba_config
 from numba.extending import intrinsic
 
-from fmq_np._numba import (QUANT_BLOCKS_PER_THREAD, QUANT_DP_SPLIT, QUANT_STREAM_BYTES, QUANT_TILE, jit,
+from fmq_np._numba import (QUANT_BLOCKS_PER_THREAD, QUANT_STREAM_BYTES, QUANT_TILE, jit,
                            parallel_threads)
 from fmq_np.quant import _dp
 from fmq_np.quant._exact import (chunk_of_rank, chunk_start, interp_linspace01, linspace01, pairwise_sum,
@@ -526,7 +526,7 @@ def optimal_levels(w, k, weights):
     threads = parallel_threads(w.size)
     if 1 < threads and G < threads:
         for g in range(G):
-            _dp.dp_row(w[g], weights[g], unit, k, out[g], QUANT_DP_SPLIT)
+            _dp.dp_row_parallel(w[g], weights[g], unit, k, out[g])
     else:
         _run(_dp.dp_rows, _dp.dp_rows_blocks, G, w.size, w, weights, unit, k, out)
     return out

@@ -11,7 +11,7 @@ code's on the machine that runs them (checked against the published code run in 
 * **ot, tied values.** The published code ranks each channel with ``numpy.argsort`` (default kind, not stable), so
   which of several equal values lands in the lower of two chunks is up to NumPy's sort; the kernels put the earlier
   flat position in the lower chunk. Chunk means do not depend on it (the sorted values are the same): only the codes
-  are recomputed here, by :func:`ot_codes`.
+  of rows with a tie across a chunk boundary are recomputed here, by :func:`ot_codes`.
 * **uniform, float16.** The published code computes in the tensor's dtype (torch half arithmetic: each operation
   rounded to float16); the kernels compute float16 tensors in float32. :func:`uniform_float16` does the float16
   arithmetic.
@@ -27,21 +27,56 @@ except :func:`ot_codes` (codes only).
 """
 import numpy as np
 
+from fmq_np._numba import jit
+
 #: values × levels per block of the dense nearest-level search in :func:`log2` (float64 scratch: 32 MB)
 _LOG2_BLOCK = 1 << 22
 
 
-def ot_codes(rows, k):
-    """Equal-mass OT codes of each row, ranked by ``numpy.argsort`` (default kind) and cut into ``min(k, n)``
-    chunks as ``numpy.array_split`` cuts them (the first ``n % k`` chunks one value longer)."""
+def ot_codes(rows, k, codes, values):
+    """Equal-mass OT codes of each row as the published code gives them: ranked by ``numpy.argsort`` (default
+    kind) and cut into ``min(k, n)`` chunks as ``numpy.array_split`` cuts them (the first ``n % k`` chunks one value
+    longer).
+
+    ``codes`` (G, n) are the kernel's codes of the same rows (:func:`fmq_np.quant.schemes.ot`), ``values`` the rows
+    in the kernel's working dtype (exact copies of ``rows``). Where no value is shared by two chunks, every ranking
+    of the row gives the same chunks, so the kernel's codes are already the published ones; only the rows where a
+    tie straddles a chunk boundary (found by :func:`_straddling_ties`) are ranked by ``argsort`` again. Returns a
+    new array (``codes`` is not changed)."""
     G, n = rows.shape
     kk = min(k, n)
     size, extra = divmod(n, kk)
     chunk_of_rank = np.repeat(np.arange(kk, dtype=np.uint8), [size + 1] * extra + [size] * (kk - extra))
-    codes = np.empty((G, n), np.uint8)
+    out = codes.copy()
+    for g in np.flatnonzero(_straddling_ties(values, codes, kk)):
+        out[g, np.argsort(rows[g])] = chunk_of_rank
+    return out
+
+
+@jit
+def _straddling_ties(values, codes, kk):
+    """(G,) bool: whether row g's chunks (``codes`` 0..kk-1, each a range of the sorted row) overlap, i.e. the
+    largest value of some chunk j is >= the smallest of chunk j + 1 (equal: a tie across the boundary). One pass
+    over each row (serial: rows in parallel measured no faster on the 10 M-weight benchmark)."""
+    G, n = values.shape
+    out = np.zeros(G, np.bool_)
+    lo = np.empty(kk, values.dtype)
+    hi = np.empty(kk, values.dtype)
     for g in range(G):
-        codes[g, np.argsort(rows[g])] = chunk_of_rank
-    return codes
+        lo[:] = np.inf
+        hi[:] = -np.inf
+        for i in range(n):
+            c = codes[g, i]
+            v = values[g, i]
+            if v < lo[c]:
+                lo[c] = v
+            if v > hi[c]:
+                hi[c] = v
+        for j in range(kk - 1):
+            if hi[j] >= lo[j + 1]:
+                out[g] = True
+                break
+    return out
 
 
 def uniform_float16(rows, k):

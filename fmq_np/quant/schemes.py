@@ -143,7 +143,7 @@ def published_scheme(method, dtype):
         rows = w2.astype(dtype, copy=False)
         if method == "ot":
             codes, codebook, meta = ot(kern, w2, k)
-            return published.ot_codes(rows, k), codebook, meta
+            return published.ot_codes(rows, k, codes, w2), codebook, meta
         if method == "uniform" and dtype == np.float16:
             codes, codebook = published.uniform_float16(rows, k)
             return codes, codebook.astype(w2.dtype), {"affine": True}
