@@ -321,6 +321,7 @@ def test_torchcfm_mlp_from_its_pth_matches_torch(tmp_path):
     path = str(tmp_path / "mlp.h5")                       # the activation is part of the saved architecture
     fq.io.save_model(path, model)
     again, _ = fq.io.load_model(path)
+    assert fq.nn.MLPVelocity(dim=2).config() == dict(dim=2, hidden=256, depth=4, seed=0)    # as files before `act`
     assert again.config()["act"] == "selu" and np.array_equal(again(ref["x"], ref["t"]), model(ref["x"], ref["t"]))
     with pytest.raises(InputError, match="time_varying=True"):
         fq.nn.MLPVelocity.from_torchcfm(dim=2, w=32)

@@ -37,8 +37,9 @@ class MLPVelocity(Module):
     def __init__(self, dim=2, hidden=256, depth=4, seed=0, act="silu"):
         super().__init__()
         self._config = dict(dim=check_int("dim", dim, 1), hidden=check_int("hidden", hidden, 1),
-                            depth=check_int("depth", depth, 1), seed=check_int("seed", seed, 0),
-                            act=check_choice("act", act, self.ACTIVATIONS))
+                            depth=check_int("depth", depth, 1), seed=check_int("seed", seed, 0))
+        if check_choice("act", act, self.ACTIVATIONS) != "silu":     # the default stays out: older files and
+            self._config["act"] = act                                  # checkpoints keep their config
         rng = np.random.default_rng(seed)
         sizes = [dim + 1] + [hidden] * depth
         fused = "silu" if act == "silu" else None
