@@ -23,7 +23,8 @@ def add_bench_parser(sub):
     p.add_argument("--params", type=int, default=1_000_000, help="synthetic weights (default 1000000)")
     p.add_argument("--bits", type=int, choices=range(1, 9), default=3, metavar="{1..8}", help="bits (default 3)")
     p.add_argument("--methods", default=",".join(METHODS), help="comma-separated methods (default all)")
-    p.add_argument("--repeat", type=int, default=3, help="timed runs per method (default 3)")
+    p.add_argument("--repeat", type=int, default=3,
+                   help="timed runs per method (default 3; --stream times one run per method)")
     p.add_argument("--seed", type=parse_seed, default=0, help="seed of the synthetic weights (default 0)")
     p.add_argument("--stream", action="store_true",
                    help="time the streaming quantizer (fmq-np quantize FILE --out q.h5) per method in MB/s against "

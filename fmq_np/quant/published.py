@@ -41,16 +41,15 @@ def ot_codes(rows, k, codes, values):
     ``codes`` (G, n) are the kernel's codes of the same rows (:func:`fmq_np.quant.schemes.ot`), ``values`` the rows
     in the kernel's working dtype (exact copies of ``rows``). Where no value is shared by two chunks, every ranking
     of the row gives the same chunks, so the kernel's codes are already the published ones; only the rows where a
-    tie straddles a chunk boundary (found by :func:`_straddling_ties`) are ranked by ``argsort`` again. Returns a
-    new array (``codes`` is not changed)."""
+    tie straddles a chunk boundary (found by :func:`_straddling_ties`) are ranked by ``argsort`` again, in place:
+    returns ``codes``."""
     G, n = rows.shape
     kk = min(k, n)
     size, extra = divmod(n, kk)
     chunk_of_rank = np.repeat(np.arange(kk, dtype=np.uint8), [size + 1] * extra + [size] * (kk - extra))
-    out = codes.copy()
     for g in np.flatnonzero(_straddling_ties(values, codes, kk)):
-        out[g, np.argsort(rows[g])] = chunk_of_rank
-    return out
+        codes[g, np.argsort(rows[g])] = chunk_of_rank
+    return codes
 
 
 @jit
