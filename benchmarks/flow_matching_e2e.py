@@ -136,7 +136,8 @@ def main():
     for method, bits in QUANTIZED:
         name = f"{method} {bits}-bit"
         out = os.path.join(work, f"{method}_{bits}.h5")
-        assert cli(["quantize", ckpt, "--key", "model", "--method", method, "--bits", str(bits), "--out", out]) == 0
+        if cli(["quantize", ckpt, "--key", "model", "--method", method, "--bits", str(bits), "--out", out]) != 0:
+            sys.exit(f"fmq-np quantize {ckpt} --method {method} --bits {bits} failed")
         qmodel, _ = fq.io.load_external_model(out, config)
         samples[name] = fq.flow.sample(qmodel, x0=x0, solver="midpoint", steps=args.steps, progress=False)
         sizes[name] = dict(bytes=os.path.getsize(out), bits_per_weight=fq.io.load(out).bits_per_weight)
