@@ -27,18 +27,20 @@ from fmq_np.eval.fd_stats import paired_bootstrap
 #: calibrated ones of fmq_np.reproduce.CALIBRATED), and data-free ot-opt with 1-D tensors kept in float (the tensor
 #: set the calibrated rows quantize)
 TWO_D_ONLY = "ot-opt (2-D only)"
-VARIANTS = ("ot", "ot-opt", TWO_D_ONLY) + tuple(reproduce.CALIBRATED)
+VARIANTS = ("ot", "ot-opt", TWO_D_ONLY) + tuple(reproduce.CALIBRATED) + tuple(reproduce.TUNED)
 
 
-def quantize(params, label, bits, cal):
+def quantize(params, label, bits, cal, tune):
     if label == TWO_D_ONLY:
         return fq.quant.quantize_model(params, bits=bits, method="ot-opt")
-    return reproduce.quantize_row(params, label, bits, cal)
+    return reproduce.quantize_row(params, label, bits, cal, tune=tune)
 
 
-def run_dataset(name, bits_list, variants, n, steps, calib_n, calib_steps, seed, log, calib_widths=(2, 3, 4)):
+def run_dataset(name, bits_list, variants, n, steps, calib_n, calib_steps, seed, log, calib_widths=(2, 3, 4),
+                tune_n=128, tune_iters=600):
     model, _, path = reproduce.load_shipped_model(name)
-    cfg = dict(n_samples=n, seeds=1, steps=steps, paper_check=False, n_velocity=64, n_likelihood=0)
+    cfg = dict(n_samples=n, seeds=1, steps=steps, paper_check=False, n_velocity=64, n_likelihood=0,
+               calib_n=calib_n, tune_n=tune_n, tune_iters=tune_iters)
     t0 = time.perf_counter()
     ev = reproduce.Evaluator(name, model, cfg, seed, progress=False)
     log(f"{name}: float model {path}; evaluator ready in {time.perf_counter() - t0:.0f} s")
@@ -53,7 +55,7 @@ def run_dataset(name, bits_list, variants, n, steps, calib_n, calib_steps, seed,
     for bits in bits_list:
         for label in variants:
             t0 = time.perf_counter()
-            qm = quantize(params, label, bits, cal)
+            qm = quantize(params, label, bits, cal, ev.tune)
             qmodel = fq.nn.UNetVelocity(**model.config())
             qmodel.load_parameters(qm.dequantize())
             samples = ev._sample(qmodel, ev.x0[0])
@@ -101,13 +103,15 @@ def main(argv=None):
     p.add_argument("--calib-steps", type=int, default=8)
     p.add_argument("--calib-widths", nargs="+", type=int, default=[2, 3, 4],
                    help="widths whose sensitivities calibration measures (only mixed widths use them)")
+    p.add_argument("--tune-n", type=int, default=128, help="trajectories of the +tune rows' codebook tuning")
+    p.add_argument("--tune-iters", type=int, default=600, help="optimiser steps of the +tune rows")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
 
     run_datasets(args, lambda name, log: run_dataset(name, args.bits, args.variants, args.n, args.steps,
                                                      args.calib_n, args.calib_steps, args.seed, log,
-                                                     args.calib_widths), table)
+                                                     args.calib_widths, args.tune_n, args.tune_iters), table)
 
 
 def run_datasets(args, measure, table):

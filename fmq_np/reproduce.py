@@ -55,17 +55,21 @@ PAPER_TOLERANCE = 1e-5
 #: ``n_velocity``: real images of the velocity probe; ``n_boot``: bootstrap replicates; ``n_likelihood``: test
 #: images whose bits/dim each model reports (0: none; Hutchinson, one fixed probe per image, the default sampler's
 #: solver with twice its steps, pixel units); ``calib_n``: trajectories of the calibration that the calibrated
-#: methods use (:data:`CALIBRATED`; computed only when one of them is asked for); ``standins``: what the
+#: methods use (:data:`CALIBRATED`; computed only when one of them is asked for); ``tune_n``, ``tune_iters``: the
+#: trajectories and steps of the tuned methods' codebook tuning (:data:`TUNED`); ``standins``: what the
 #: three stand-in sets use instead (their FDs carry less meaning, see the report, and cost more per image)
 SCALES = {
     "tiny": dict(n_samples=24, seeds=2, headline_bits=(2,), steps=2, paper_check=0, n_velocity=8, n_boot=20,
-                 n_likelihood=4, calib_n=2, standins={}),
+                 n_likelihood=4, calib_n=2, tune_n=2, tune_iters=4, standins={}),
     "quick": dict(n_samples=500, seeds=1, headline_bits=(2, 3), steps=4, paper_check=0, n_velocity=64,
-                  n_boot=200, n_likelihood=0, calib_n=16, standins=dict(n_samples=300)),
+                  n_boot=200, n_likelihood=0, calib_n=16, tune_n=64, tune_iters=300,
+                  standins=dict(n_samples=300)),
     "default": dict(n_samples=1000, seeds=3, headline_bits=(2, 3), steps=4, paper_check=300, n_velocity=64,
-                    n_boot=200, n_likelihood=16, calib_n=32, standins=dict(n_samples=300, seeds=1, paper_check=100)),
+                    n_boot=200, n_likelihood=16, calib_n=32, tune_n=128, tune_iters=600,
+                    standins=dict(n_samples=300, seeds=1, paper_check=100)),
     "paper": dict(n_samples=2000, seeds=3, headline_bits=(2, 3), steps="paper", paper_check=0, n_velocity=64,
-                  n_boot=500, n_likelihood=256, calib_n=64, standins=dict(n_samples=1000)),
+                  n_boot=500, n_likelihood=256, calib_n=64, tune_n=256, tune_iters=1200,
+                  standins=dict(n_samples=1000)),
 }
 STANDINS = ("cifar-standin", "faces", "imagenet-standin")
 #: the calibrated methods (issue 13; :func:`fmq_np.quant.calibrate.quantize_calibrated`): name -> (codebook method,
@@ -82,8 +86,17 @@ CALIBRATED = {
     "ot-opt+fisher+ef+bc": ("ot-opt", dict(weighted=True, error_feedback_on=True, bias_correction=True)),
     "ot+ef+bc": ("ot", dict(error_feedback_on=True, bias_correction=True)),
 }
-#: every method ``--methods`` accepts: the paper's four and ot-opt (the default sweep), then the calibrated ones
-ALL_METHODS = METHODS + tuple(CALIBRATED)
+#: the tuned methods (issue 13; :func:`fmq_np.quant.tune.tune_codebooks`): name -> the row whose codebooks are then
+#: tuned along the flow (codes kept; levels and float tensors fitted to the float velocity on ``tune_n`` trajectories
+#: of the default sampler plus training-path pairs, ``tune_iters`` steps)
+TUNED = {
+    "ot+tune": "ot",
+    "ot-opt+ef+tune": "ot-opt+ef",
+    "uniform+ef+tune": "uniform+ef",
+}
+#: every method ``--methods`` accepts: the paper's four and ot-opt (the default sweep), then the calibrated and the
+#: tuned ones
+ALL_METHODS = METHODS + tuple(CALIBRATED) + tuple(TUNED)
 #: what ``--quick`` runs
 QUICK = dict(datasets=("mnist", "fashion"), bits=(2, 3, 4), scale="quick")
 
@@ -250,7 +263,7 @@ def _measured(ev, jobs, client):
         for method, bits, seeds in jobs:
             yield ev.measure(method, bits, seeds)
         return
-    if any(method in CALIBRATED for method, _, _ in jobs):
+    if any(TUNED.get(method, method) in CALIBRATED for method, _, _ in jobs):
         ev.calibration()                          # once, here, rather than once per worker
     remote = client.scatter(ev, broadcast=True)
     futures = [client.submit(Evaluator.measure, remote, method, bits, seeds, pure=False)
@@ -343,6 +356,7 @@ class Evaluator:
                        f"{self.steps} steps)")
         self.float_samples = [self._sample(model, x0) for x0 in self.x0]
         self.calib_n, self._calibration, self.calibration_info = cfg["calib_n"], None, None
+        self.tune_n, self.tune_iters = cfg["tune_n"], cfg["tune_iters"]
         self.features = {}           # (name, seed index) -> features of that sample set, for the FD statistics
         self.feature_info, self.floor, self.fd_noise, self.paper_info = None, None, None, None
         if not self.has_fd:
@@ -425,8 +439,16 @@ class Evaluator:
 
     def quantize(self, method, bits):
         """The :class:`~fmq_np.quant.model.QuantizedModel` of the float weights for a row of the sweep."""
-        cal = self.calibration() if method in CALIBRATED else None
-        return quantize_row(self.model.parameters(), method, bits, cal)
+        cal = self.calibration() if TUNED.get(method, method) in CALIBRATED else None
+        return quantize_row(self.model.parameters(), method, bits, cal, tune=self.tune)
+
+    def tune(self, qm):
+        """``qm`` with its codebooks tuned along the float model's flow (:func:`fmq_np.quant.tune.tune_codebooks`:
+        ``tune_n`` trajectories of the default sampler plus training-path pairs, ``tune_iters`` steps)."""
+        from . import datasets
+        from .quant.tune import tune_codebooks
+        return tune_codebooks(self.model, qm, datasets.load(self.name), n=self.tune_n, solver=self.solver,
+                              steps=self.steps, seed=self.seed + 11, iters=self.tune_iters)
 
     def measure(self, method, bits, seeds=1):
         """Quantize with ``method`` at ``bits`` and measure on the first ``seeds`` noise draws; returns
@@ -452,22 +474,30 @@ class Evaluator:
                    ssim=fidelity["ssim"], drift=drift, latent=self._latent(qmodel), seeds=seeds,
                    likelihood=self.likelihood_row(self._bits_per_dim(qmodel)),
                    kept_float=sum(1 for r in qm.report if r["skipped"]), tensors=len(qm.report))
+        if "tuned" in qm.meta:
+            row["tuned"] = qm.meta["tuned"]
         return row, samples[0], features
 
 
-def quantize_row(params, method, bits, calibration=None):
+def quantize_row(params, method, bits, calibration=None, tune=None):
     """Quantize named arrays ``params`` as a row ``method`` of the sweep does (a name of :data:`ALL_METHODS`):
     the paper's four with ``paper_compat=True``, ``ot-opt`` on every tensor (the paper's tensors, no size skip), a
     calibrated method (:data:`CALIBRATED`) with ``calibration`` (a :class:`~fmq_np.quant.calibrate.Calibration`
-    of the model the arrays come from). Returns the :class:`~fmq_np.quant.model.QuantizedModel`."""
+    of the model the arrays come from), a tuned method (:data:`TUNED`) as its base row passed through ``tune``
+    (``QuantizedModel -> QuantizedModel``, e.g. :meth:`Evaluator.tune`). Returns the
+    :class:`~fmq_np.quant.model.QuantizedModel`."""
     from . import quant
     from .quant.calibrate import quantize_calibrated
+    if method in TUNED:
+        if tune is None:
+            raise InputError(f"method {method!r} needs a tuning step (fmq_np.quant.tune.tune_codebooks)")
+        return tune(quantize_row(params, TUNED[method], bits, calibration))
     if method in CALIBRATED:
         if calibration is None:
             raise InputError(f"method {method!r} needs a calibration (fmq_np.quant.calibrate)")
         base, options = CALIBRATED[method]
         return quantize_calibrated(params, bits=bits, method=base, calibration=calibration, **options)
-    check_choice("method", method, ALL_METHODS)     # calibrated methods returned above: this leaves METHODS
+    check_choice("method", method, ALL_METHODS)     # calibrated and tuned methods returned above: this leaves METHODS
     if method == "ot-opt":       # our method, on the same tensors as the paper's (every tensor)
         return quant.quantize_model(params, bits=bits, method=method, policy=lambda name, array: bits)
     return quant.quantize_model(params, bits=bits, method=method, paper_compat=True)

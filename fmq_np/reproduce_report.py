@@ -268,6 +268,15 @@ def _dataset_section(name, entry):
                   f"and {cal['train_pairs']} training-path pairs ({cal['n_states']} states in all, "
                   f"{cal['seconds']:.0f} s); those rows keep 1-D tensors in float (the paper's rows quantize them "
                   "too), which the bits/weight column counts.", ""]
+    tuned = [r for r in entry["runs"] if r.get("tuned")]
+    if tuned:
+        t0 = tuned[0]["tuned"]
+        lines += [f"Codebook tuning of the `+tune` rows (`fmq_np.quant.tune`): {t0['n']} trajectories of the default "
+                  f"sampler plus training-path pairs ({t0['states']} states, an eighth held out), {t0['iters']} "
+                  f"steps of {t0['batch_size']}; held-out velocity MSE before → after: "
+                  + "; ".join(f"{r['method']} {r['bits']}-bit {r['tuned']['heldout_mse_before']:.3g} → "
+                              f"{r['tuned']['heldout_mse_after']:.3g}" + ("" if r["tuned"]["kept"] else " (not kept)")
+                              for r in tuned) + ".", ""]
     lines += [f"Latent stability of the float model: {_latent_cell(entry['latent_float'])}.", ""]
     lik = entry.get("likelihood_float")
     if lik:
@@ -331,7 +340,10 @@ def _notes(results):
              f"- Latent stability on {cfg['n_samples']} real test images (faces: 100) instead of the paper's 10k.",
              *([f"- Calibrated rows ({', '.join(m for m in results['methods'] if '+' in m)}; ours, beyond the paper: "
                 "`fmq_np.reproduce.CALIBRATED`): per channel on every ≥ 2-D tensor, 1-D tensors kept in float; "
-                "statistics from the float model's own default-sampler trajectories plus training-path pairs."]
+                "statistics from the float model's own default-sampler trajectories plus training-path pairs; "
+                "`+tune` rows (`fmq_np.reproduce.TUNED`) keep their base row's tensors and codes (`ot+tune`: the "
+                "paper's `ot`, every tensor) and fit the levels and float tensors to the float velocity on such states "
+                "(`fmq_np.quant.tune`)."]
                if any("+" in m for m in results["methods"]) else []),
              "- Velocity PSNR/SSIM: as the paper, the network is probed at t = 0 with real images as input; both "
              "outputs are mapped to [0, 1] with the float output's min and max (PAPER.md does not say how the "

@@ -10,6 +10,7 @@ import pytest
 import fmq_np as fq
 from fmq_np import datasets, recipes, reproduce
 from fmq_np.cli import main
+from fmq_np.errors import InputError
 from fmq_np.reproduce_report import KEEP_TOLERANCE, verdicts
 
 
@@ -273,6 +274,25 @@ def test_calibrated_methods_run_in_the_sweep_with_their_calibration_recorded(mod
     assert cal["n"] == reproduce.SCALES["tiny"]["calib_n"] and cal["solver"] == entry["solver"]
     report = open(tmp_path / "report.md").read()
     assert "Calibration of the calibrated rows" in report and "| ot-opt+ef | 2 |" in report
+
+
+def test_tuned_methods_keep_their_base_rows_codes_and_record_the_tuning(models, tmp_path):
+    res = reproduce.run(str(tmp_path), datasets=["mnist"], bits=(2,), methods=["ot", "ot+tune", "ot-opt+ef+tune"],
+                        scale="tiny", progress=False, models_dir=models)
+    entry = res["datasets"]["mnist"]
+    rows = {r["method"]: r for r in entry["runs"]}
+    tiny = reproduce.SCALES["tiny"]
+    for m in ("ot+tune", "ot-opt+ef+tune"):
+        info = rows[m]["tuned"]
+        assert (info["n"], info["iters"], info["solver"]) == (tiny["tune_n"], tiny["tune_iters"], entry["solver"])
+        assert info["heldout_mse_after"] <= info["heldout_mse_before"] or not info["kept"]
+    assert rows["ot+tune"]["bits_per_weight"] == rows["ot"]["bits_per_weight"]      # same codes, same storage
+    assert rows["ot+tune"]["kept_float"] == rows["ot"]["kept_float"]
+    assert entry["calibration"] is not None                          # ot-opt+ef+tune's base row is calibrated
+    report = open(tmp_path / "report.md").read()
+    assert "Codebook tuning of the `+tune` rows" in report and "| ot-opt+ef+tune | 2 |" in report
+    with pytest.raises(InputError, match="tuning step"):
+        reproduce.quantize_row(reproduce.load_shipped_model("mnist", models)[0].parameters(), "ot+tune", 2)
 
 
 def test_sweep_without_calibrated_methods_calibrates_nothing(sweep):

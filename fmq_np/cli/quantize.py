@@ -24,7 +24,11 @@ def add_quantize_parser(sub):
     p.add_argument("--calibrate", action="store_true",
                    help="calibrate along the float model's sampling trajectories (an fmq_np model file): GPTQ-style "
                         "error feedback through each layer's input Hessian; prints each tensor's sensitivity")
-    p.add_argument("--calib-n", type=int, default=64, help="trajectories for --calibrate (default 64)")
+    p.add_argument("--calib-n", type=int, default=64, help="trajectories for --calibrate and --tune (default 64)")
+    p.add_argument("--tune", action="store_true",
+                   help="then tune the codebooks along the float model's sampling trajectories (an fmq_np model "
+                        "file): codes and bits kept, levels and float tensors fitted to the float velocity")
+    p.add_argument("--tune-iters", type=int, default=300, help="optimiser steps for --tune (default 300)")
     p.add_argument("--granularity", choices=GRANULARITIES, default="channel",
                    help="one codebook per tensor, per output channel (axis 0) or per group (default channel)")
     p.add_argument("--group-size", type=int, default=None, help="values per group for --granularity group")
@@ -52,6 +56,9 @@ def _quantize(args):
     check_distinct([("--out", args.out)], [("the input", args.input)])
     if is_quantized(args.input):
         raise InputError(f"{args.input} is already quantized; quantize the float model or weight file it came from")
+    if args.tune and not is_fmq_model(args.input):
+        raise InputError(f"--tune runs the float network: it needs an fmq_np model file, and {args.input} is a "
+                         "weight file")
     if not args.calibrate and not is_fmq_model(args.input):
         return _quantize_stream(args)            # weight files: tensor by tensor (fmq_np.quant.stream)
     if args.key is not None:
@@ -67,13 +74,18 @@ def _quantize(args):
     if not any(np.asarray(a).dtype.kind == "f" for a in arrays.values()):
         raise InputError(f"{args.input}: no float tensors to quantize"
                        + (f" (found only {len(arrays)} non-float arrays)" if arrays else " (the file holds none)"))
+    model = io.load_model(args.input)[0] if args.calibrate or args.tune else None
     if args.calibrate:          # runs the float network along its trajectories: needs an fmq_np model file
-        model, _ = io.load_model(args.input)
         cal = quant.calibrate(model, n=args.calib_n, seed=0)
         qm = quant.quantize_model(model.parameters(), bits=args.bits, method=args.method, calibration=cal)
     else:
         qm = quant.quantize_model(arrays, bits=args.bits, method=args.method, granularity=args.granularity,
                                   group_size=args.group_size, paper_compat=args.paper_compat)
+    if args.tune:
+        qm = quant.tune_codebooks(model, qm, n=args.calib_n, seed=0, iters=args.tune_iters)
+        t = qm.meta["tuned"]
+        print(f"tuned: held-out velocity MSE {t['heldout_mse_before']:.4g} -> {t['heldout_mse_after']:.4g}"
+              + ("" if t["kept"] else " (no better: the quantizer's codebooks are kept)"))
     qm.meta.update(origin, source=os.path.basename(args.input))
     io.save(args.out, qm)
     print(_report_table(qm.report))

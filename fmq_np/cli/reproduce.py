@@ -7,7 +7,7 @@ from ._common import check_output, split_list
 
 def add_reproduce_parser(sub):
     """The ``reproduce`` subcommand on ``sub`` (argparse subparsers)."""
-    from ..reproduce import BITS, CALIBRATED, DATASETS, METHODS, QUICK, SCALES
+    from ..reproduce import BITS, CALIBRATED, DATASETS, METHODS, QUICK, SCALES, TUNED
     p = sub.add_parser("reproduce", help="the paper's five-dataset sweep on the shipped models -> report.md",
                        description="Quantize the shipped float U-Net of each dataset (data/models; nothing is "
                                    "trained) with every method at every bit width and measure weight MSE, velocity "
@@ -28,7 +28,8 @@ def add_reproduce_parser(sub):
                    help=f"comma-separated quantizers (default {','.join(METHODS)}); the paper's ot, uniform, "
                         "pwl, log2 run with paper_compat=True, ot-opt is the exact W2-optimal codebook; calibrated "
                         f"along the flow (one calibration per dataset): {','.join(CALIBRATED)} (ef: error "
-                        "feedback, fisher: Fisher-weighted codebook, bc: bias correction)")
+                        "feedback, fisher: Fisher-weighted codebook, bc: bias correction); their codebooks "
+                        f"tuned along the flow: {','.join(TUNED)}")
     p.add_argument("--scale", choices=tuple(SCALES), default=None,
                    help="run size: tiny (smoke test, seconds), quick (500 samples, one noise seed), default "
                         "(1000 samples, 3 noise seeds at 2-3 bits, the paper's sampler for the float model on 300 "

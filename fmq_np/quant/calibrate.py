@@ -4,9 +4,10 @@ the quantizers that use them (importance-weighted codebooks, error feedback, mix
     cal = fmq_np.quant.calibrate(model, data=None, n=64, solver="heun2", steps=8, seed=0)
     qm = fmq_np.quant.quantize_model(model.parameters(), bits=2, method="ot-opt", calibration=cal)
 
-**What calibrate sees.** ``quant`` imports nothing of ``fmq_np.nn``: it uses the model's public surface only,
-``model(x, t)``, ``model.forward(x, t)`` / ``model.backward(dv)`` (training forward and its gradients),
-``model.parameters()`` / ``model.gradients()`` (live arrays) and the hook ``model.weight_inputs()`` (see
+**What calibrate sees.** ``quant`` imports no model or layer of ``fmq_np.nn`` (:mod:`~fmq_np.quant.tune` borrows its
+optimiser): it uses the model's public surface only, ``model(x, t)``, ``model.forward(x, t)`` /
+``model.backward(dv)`` (training forward and its gradients), ``model.parameters()`` / ``model.gradients()`` (live
+arrays) and the hook ``model.weight_inputs()`` (see
 ``fmq_np.nn.layers.Module.weight_inputs``: per Linear / Conv2d weight, its cached input rows X, im2col rows for a
 convolution, so that ``z = X @ W.reshape(out, fan_in).T + b``). A model without the hook is refused.
 
@@ -242,6 +243,29 @@ def trajectory_states(model, n, solver, steps, seed):
     return np.concatenate(xs), np.concatenate(ts)
 
 
+def calibration_states(model, data, n, solver, steps, seed, train_pairs, rng):
+    """The calibration mix (module docstring): :func:`trajectory_states` of ``n`` trajectories, then ``train_pairs``
+    CondOT training-path points on ``data`` drawn from ``rng`` (None: a quarter of the trajectory states with data,
+    none without). Returns ``(x, t, n_traj)``: x float32 (N, *sample shape), t float32 (N,), the first ``n_traj``
+    rows from the trajectories."""
+    from fmq_np.flow.paths import condot_sample
+    from fmq_np.flow.shapes import check_data
+    x, t = trajectory_states(model, n, solver, int(steps), seed)
+    n_traj = len(x)
+    if train_pairs is None:
+        train_pairs = n_traj // 4 if data is not None else 0
+    check_int("train_pairs", train_pairs, 0)
+    if train_pairs and data is None:
+        raise InputError("train_pairs > 0 needs data (the training path's x1)")
+    if train_pairs:
+        data = check_data(model, data)
+        x1 = data[rng.integers(0, len(data), int(train_pairs))]
+        tp = rng.random(int(train_pairs), dtype=np.float32)
+        xp, _ = condot_sample(rng.standard_normal(x1.shape, dtype=np.float32), x1, tp)
+        x, t = np.concatenate([x, xp.astype(np.float32)]), np.concatenate([t, tp])
+    return x, t, n_traj
+
+
 def calibrate(model, data=None, *, n=64, solver="heun2", steps=8, seed=0, train_pairs=None, widths=DEFAULT_WIDTHS,
               sens_method="ot-opt", sens_states=256, batch_size=128):
     """Measure a float velocity model along its own sampling trajectories → :class:`Calibration` (module docstring).
@@ -278,23 +302,9 @@ def calibrate(model, data=None, *, n=64, solver="heun2", steps=8, seed=0, train_
 
 def _calibrate(model, data, n, solver, steps, seed, train_pairs, widths, sens_method, sens_states, batch_size,
                params, digest):
-    from fmq_np.flow.paths import condot_sample
-    from fmq_np.flow.shapes import check_data
-
-    x, t = trajectory_states(model, n, solver, int(steps), seed)
-    n_traj = len(x)
-    if train_pairs is None:
-        train_pairs = n_traj // 4 if data is not None else 0
-    check_int("train_pairs", train_pairs, 0)
-    if train_pairs and data is None:
-        raise InputError("train_pairs > 0 needs data (the training path's x1)")
     rng = np.random.default_rng([int(seed), 13])
-    if train_pairs:
-        data = check_data(model, data)
-        x1 = data[rng.integers(0, len(data), int(train_pairs))]
-        tp = rng.random(int(train_pairs), dtype=np.float32)
-        xp, _ = condot_sample(rng.standard_normal(x1.shape, dtype=np.float32), x1, tp)
-        x, t = np.concatenate([x, xp.astype(np.float32)]), np.concatenate([t, tp])
+    x, t, n_traj = calibration_states(model, data, n, solver, steps, seed, train_pairs, rng)
+    train_pairs = len(x) - n_traj
 
     acc, fisher = {}, {k: np.zeros(v.shape, np.float64) for k, v in params.items()}
     grads = model.gradients()

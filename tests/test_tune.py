@@ -1,0 +1,139 @@
+"""Codebook tuning along the flow (fmq_np.quant.tune): the levels' gradient against finite differences, what tuning
+keeps (codes up to a per-row relabelling, widths, storage cost, sorted rows, affine uniform rows through a file),
+that it lowers the held-out velocity error, seeded reproducibility and bad input."""
+import numpy as np
+import pytest
+
+import fmq_np as fq
+from fmq_np.errors import InputError
+from fmq_np.quant.tune import _Levels, tune_codebooks
+
+from gradcheck import check_directional
+
+FAST = dict(n=8, steps=2, iters=40, batch_size=8)
+
+
+@pytest.fixture(scope="module")
+def mlp():
+    return fq.nn.MLPVelocity(dim=2, hidden=16, depth=2, seed=3)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return fq.datasets.load("moons", n=256, seed=0)
+
+
+def _partition(codes):
+    """Per row, the set of index groups sharing a code (what a relabelling of the levels leaves unchanged)."""
+    return [sorted(tuple(np.flatnonzero(row == c)) for c in np.unique(row)) for row in codes]
+
+
+@pytest.mark.parametrize("method", ["ot-opt", "uniform", "ot"])
+def test_level_gradient_is_the_chain_rule_through_the_codes(method):
+    """L(u) = Σ dy · ŵ(u) for a random dy: the levels' gradient against central differences (4-D tensor)."""
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((3, 2, 3, 3))
+    qt = fq.quant.quantize(w, bits=2, method=method, granularity="channel")
+    lv = _Levels(qt)
+    arrays = {"u": lv.u.astype(np.float64)}
+
+    def forward():
+        lv.u[...] = arrays["u"]
+        return lv.weights().astype(np.float64)
+
+    check_directional(forward, lambda dy: {"u": lv.gradient(dy).astype(np.float64)}, arrays, rng, eps=1e-2,
+                      rtol=2e-4, atol=1e-4, directions=3)
+    assert np.array_equal(_Levels(qt).weights(), qt.dequantize())          # untouched levels rebuild the tensor
+
+
+def test_tuning_lowers_the_heldout_error_and_keeps_the_codes(mlp, data):
+    qm = fq.quant.quantize_model(mlp.parameters(), bits=2, method="ot-opt", policy=lambda name, a: 2)
+    tuned = tune_codebooks(mlp, qm, data, seed=1, **FAST)
+    info = tuned.meta["tuned"]
+    assert info["kept"] and info["heldout_mse_after"] < info["heldout_mse_before"]
+    assert tuned.bits_per_weight == qm.bits_per_weight
+    for name, qt in qm.tensors.items():
+        new = tuned.tensors[name]
+        assert (new.bits, new.shape, new.method) == (qt.bits, qt.shape, qt.method)
+        assert _partition(new.codes) == _partition(qt.codes)
+        assert (np.diff(new.codebook, axis=1) >= 0).all()
+    assert any(not np.array_equal(tuned.tensors[k].codebook, qm.tensors[k].codebook) for k in qm.tensors)
+    # the measured error is the tuned model's: rebuild it from the dequantized tensors
+    student = fq.nn.MLPVelocity(**mlp.config())
+    student.load_parameters(tuned.dequantize())
+    assert np.isfinite(student(data[:16], np.full(16, 0.5, np.float32))).all()
+    assert mlp.parameters()["layers.0.weight"] is not None            # the float model is not changed
+    assert np.array_equal(mlp.parameters()["layers.0.weight"], qm._originals["layers.0.weight"])
+
+
+def test_float_tensors_move_only_when_asked(mlp, data):
+    qm = fq.quant.quantize_model(mlp.parameters(), bits=2, method="ot-opt")        # biases kept in float
+    frozen = tune_codebooks(mlp, qm, data, seed=1, floats=False, **FAST)
+    moved = tune_codebooks(mlp, qm, data, seed=1, **FAST)
+    for name, a in qm.tensors.items():
+        if isinstance(a, np.ndarray):
+            assert np.array_equal(frozen.tensors[name], a)
+    assert any(not np.array_equal(moved.tensors[k], a) for k, a in qm.tensors.items() if isinstance(a, np.ndarray))
+
+
+def test_tuned_uniform_rows_stay_affine_through_a_file(mlp, data, tmp_path):
+    qm = fq.quant.quantize_model(mlp.parameters(), bits=3, method="uniform", policy=lambda name, a: 3)
+    tuned = tune_codebooks(mlp, qm, data, seed=2, **FAST)
+    assert tuned.meta["tuned"]["kept"]
+    path = tmp_path / "tuned.h5"
+    fq.io.save(path, tuned)
+    back = fq.io.load(path)
+    for name, qt in tuned.tensors.items():
+        assert qt.affine
+        assert np.array_equal(back.tensors[name].dequantize(), qt.dequantize())
+    assert back.bits_per_weight == qm.bits_per_weight
+
+
+def test_seeded_runs_are_bitwise_equal_and_lr_zero_changes_nothing(mlp, data):
+    qm = fq.quant.quantize_model(mlp.parameters(), bits=2, method="ot", policy=lambda name, a: 2)
+    a = tune_codebooks(mlp, qm, data, seed=4, **FAST)
+    b = tune_codebooks(mlp, qm, data, seed=4, **FAST)
+    for name in qm.tensors:
+        assert np.array_equal(a.tensors[name].codebook, b.tensors[name].codebook)
+        assert np.array_equal(a.tensors[name].codes, b.tensors[name].codes)
+    still = tune_codebooks(mlp, qm, data, seed=4, lr=0.0, lr_float=0.0, **FAST)
+    assert not still.meta["tuned"]["kept"]
+    assert all(still.tensors[k] is qm.tensors[k] for k in qm.tensors)
+
+
+def test_bad_input(mlp, data):
+    qm = fq.quant.quantize_model(mlp.parameters(), bits=2, method="ot-opt")
+    other = fq.nn.MLPVelocity(dim=2, hidden=16, depth=2, seed=4)
+    with pytest.raises(InputError, match="not quantized from this model"):
+        tune_codebooks(other, qm, data, **FAST)
+    with pytest.raises(InputError, match="QuantizedModel"):
+        tune_codebooks(mlp, mlp.parameters(), data, **FAST)
+    with pytest.raises(InputError, match="lr"):
+        tune_codebooks(mlp, qm, data, lr=-1.0, **FAST)
+    with pytest.raises(InputError, match="iters"):
+        tune_codebooks(mlp, qm, data, **dict(FAST, iters=0))
+    with pytest.raises(InputError, match="forward"):
+        tune_codebooks(object(), qm, data, **FAST)
+
+
+def test_cli_quantize_tune(tmp_path, capsys):
+    from fmq_np.cli import main
+    m = fq.nn.MLPVelocity(dim=2, hidden=16, depth=2, seed=0)
+    fq.io.save(tmp_path / "m.h5", m)
+    plain, tuned = tmp_path / "q.h5", tmp_path / "t.h5"
+    assert main(["quantize", str(tmp_path / "m.h5"), "--bits", "2", "--method", "ot-opt", "--out", str(plain)]) in (
+        0, None)
+    assert main(["quantize", str(tmp_path / "m.h5"), "--bits", "2", "--method", "ot-opt", "--tune", "--calib-n",
+                 "4", "--tune-iters", "30", "--out", str(tuned)]) in (0, None)
+    text = capsys.readouterr().out
+    assert "tuned: held-out velocity MSE" in text
+    a, b = fq.io.load(plain), fq.io.load(tuned)
+    assert b.meta["tuned"]["iters"] == 30 and b.meta["tuned"]["n"] == 4
+    assert b.bits_per_weight == a.bits_per_weight
+    for name, qt in a.tensors.items():
+        if isinstance(qt, fq.quant.QuantizedTensor):
+            assert _partition(b.tensors[name].codes) == _partition(qt.codes)
+    np.savez(tmp_path / "w.npz", **m.parameters())
+    assert main(["quantize", str(tmp_path / "w.npz"), "--tune", "--out", str(tmp_path / "q2.h5")]) == 1
+    err = capsys.readouterr().err
+    assert "w.npz" in err and "--tune" in err and len(err.strip().splitlines()) == 1
