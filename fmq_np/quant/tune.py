@@ -52,7 +52,7 @@ def tune_codebooks(model, qm, data=None, *, n=64, solver="heun2", steps=8, seed=
     ``fmq_np._progress``). Seeded: bitwise reproducible.
     """
     from fmq_np.flow.solvers import check_solver
-    from fmq_np.quant.calibrate import _check_model, calibration_states
+    from fmq_np.quant.calibrate import _check_model, _velocity, calibration_states
     from fmq_np.quant.model import QuantizedModel, weights_digest
     _check_model(model)
     if not isinstance(qm, QuantizedModel):
@@ -71,7 +71,7 @@ def tune_codebooks(model, qm, data=None, *, n=64, solver="heun2", steps=8, seed=
     rng = np.random.default_rng([int(seed), 29])
     with np.errstate(over="ignore", invalid="ignore"):
         x, t, _ = calibration_states(model, data, n, solver, steps, seed, train_pairs, rng)
-        target = _velocity(model, x, t, 128)
+        target = _velocity(model, x, t, 128).astype(np.float32)
     if not np.isfinite(target).all():
         raise InputError("tune_codebooks: the float model's velocity is not finite on a calibration state")
     n_states = int(len(x))
@@ -134,14 +134,10 @@ def _with_meta(qm, tensors, info):
     return out
 
 
-def _velocity(model, x, t, batch_size):
-    return np.concatenate([np.asarray(model(np.ascontiguousarray(x[a:a + batch_size]), t[a:a + batch_size]),
-                                      np.float32) for a in range(0, len(x), batch_size)])
-
-
 def _loss(model, x, t, target):
-    v = _velocity(model, x, t, 128)
-    return float(np.mean((v.astype(np.float64) - target) ** 2))
+    """Mean squared velocity error of ``model`` on the states (x, t) against ``target``."""
+    from fmq_np.quant.calibrate import _velocity
+    return float(np.mean((_velocity(model, x, t, 128) - target) ** 2))
 
 
 class _Levels:
