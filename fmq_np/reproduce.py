@@ -225,7 +225,8 @@ def _run_dataset(out_dir, name, bits, methods, cfg, seed, progress, results, mod
         cfg = dict(cfg, **cfg["standins"])
     model, meta, model_file = load_shipped_model(name, models_dir)
     ev = Evaluator(name, model, cfg, seed, progress, models_dir)
-    entry = dict(paper_dataset=PAPER_NAMES[name][0], model_file=model_file, model_sha256=model_digest(model),
+    entry = dict(paper_dataset=PAPER_NAMES[name][0], model_file=recorded_path(model_file, models_dir),
+                 model_sha256=model_digest(model),
                  recipe=meta.get("recipe"),
                  trained_steps=meta.get("trained_steps"), train_seconds=meta.get("seconds"),
                  parameters=int(sum(p.size for p in model.parameters().values())), model_config=model.config(),
@@ -316,6 +317,12 @@ def load_feature_net(name, models_dir=None, shape=None):
     return net, meta, path
 
 
+def recorded_path(path, models_dir):
+    """How ``results.json`` names a model file: a shipped one as ``data/models/<file>`` (the same on every machine
+    and install), one from ``--models-dir`` as given."""
+    return f"data/models/{os.path.basename(path)}" if models_dir is None else path
+
+
 def _model_file(stem, models_dir):
     from . import datasets
     if models_dir is None:
@@ -362,7 +369,7 @@ class Evaluator:
         if not self.has_fd:
             return
         self.net, meta, path = load_feature_net(name, models_dir, test.shape[1:])
-        self.feature_info = dict(file=path, test_accuracy=meta.get("test_accuracy"),
+        self.feature_info = dict(file=recorded_path(path, models_dir), test_accuracy=meta.get("test_accuracy"),
                                  features=int(meta.get("features", 0)), recipe=meta.get("recipe"))
         self.ref_features = image_features(self.net, test)
         train = datasets.load(name)

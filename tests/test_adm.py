@@ -332,3 +332,18 @@ def test_torchcfm_mlp_from_its_pth_matches_torch(tmp_path):
                                         state_dict={**sd, "net.8.weight": sd["net.0.weight"]})
     with pytest.raises(InputError, match="act"):
         fq.nn.MLPVelocity(act="relu")
+
+
+def test_forward_and_backward_return_new_arrays():
+    """With one image channel a transpose is contiguous: the output and dx must still be the caller's own arrays,
+    not the layers' reused buffers (a reverse pass through a solver keeps several)."""
+    model = _tiny()
+    rng = np.random.default_rng(3)
+    x1, x2 = (rng.standard_normal((2, 1, 8, 8)).astype(np.float32) for _ in range(2))
+    t = np.array([0.2, 0.7], np.float32)
+    y1 = model.forward(x1, t)
+    dx1 = model.backward(np.ones_like(y1))
+    kept = y1.copy(), dx1.copy()
+    model.backward(np.ones_like(model.forward(x2, t)))
+    np.testing.assert_array_equal(y1, kept[0])
+    np.testing.assert_array_equal(dx1, kept[1])

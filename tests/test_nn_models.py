@@ -75,6 +75,24 @@ def test_backward_overwrites_gradients_instead_of_accumulating():
         np.testing.assert_allclose(g, 2 * first[k], rtol=1e-5, atol=1e-6, err_msg=k)
 
 
+@pytest.mark.parametrize("name, over", [("MLPVelocity", {}), ("UNetVelocity", {}), ("Classifier", dict(channels=1))])
+def test_results_are_new_arrays_that_a_later_pass_does_not_overwrite(name, over):
+    """What forward and backward return belongs to the caller (a reverse pass through a solver keeps several dx):
+    the layers reuse their buffers, and with one image channel a transpose is contiguous, so this is checked."""
+    model, shape = _make(name, **over)
+    shape = (shape[0], 1) + shape[2:] if over else shape
+    rng = np.random.default_rng(7)
+    x1, x2 = (rng.standard_normal(shape).astype(np.float32) for _ in range(2))
+    y1 = _run(model, x1, train=True)
+    dx1 = model.backward(np.ones_like(y1))
+    kept = y1.copy(), dx1.copy()
+    y2 = _run(model, x2, train=True)
+    dx2 = model.backward(rng.standard_normal(y2.shape).astype(np.float32))
+    np.testing.assert_array_equal(y1, kept[0])
+    np.testing.assert_array_equal(dx1, kept[1])
+    assert not np.shares_memory(dx1, dx2) and not np.shares_memory(y1, y2)
+
+
 def test_module_surface_param_zero_grad_and_cached_input():
     rng = np.random.default_rng(5)
     lin = fq.nn.Linear(3, 2, rng=rng)

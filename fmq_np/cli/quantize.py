@@ -11,6 +11,7 @@ from ._files import is_fmq_model, is_quantized, read_named_arrays
 def add_quantize_parser(sub):
     """The ``quantize`` subcommand on ``sub`` (argparse subparsers)."""
     from ..quant.tensor import GRANULARITIES, METHODS
+    from ..quant.tune import DEFAULT_ITERS
     p = sub.add_parser("quantize", help="quantize the weights of a model or of any weight file",
                        description="Quantize every float tensor of an fmq_np model (.h5), a .npz, a .safetensors "
                                    "or another tool's HDF5 file, print the per-tensor report, write a packed HDF5.")
@@ -28,7 +29,8 @@ def add_quantize_parser(sub):
     p.add_argument("--tune", action="store_true",
                    help="then tune the codebooks along the float model's sampling trajectories (an fmq_np model "
                         "file): codes and bits kept, levels and float tensors fitted to the float velocity")
-    p.add_argument("--tune-iters", type=int, default=300, help="optimiser steps for --tune (default 300)")
+    p.add_argument("--tune-iters", type=int, default=DEFAULT_ITERS,
+                   help=f"optimiser steps for --tune (default {DEFAULT_ITERS})")
     p.add_argument("--granularity", choices=GRANULARITIES, default="channel",
                    help="one codebook per tensor, per output channel (axis 0) or per group (default channel)")
     p.add_argument("--group-size", type=int, default=None, help="values per group for --granularity group")

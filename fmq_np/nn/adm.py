@@ -658,7 +658,7 @@ class ADMUNet(Module):
         h = self.out_conv.forward(self.out_norm.forward(h, train=train), train=train)
         if train:
             self._state = dict(n=x.shape[0], shape=h.shape, widths=widths, fourier=fourier, labels=y is not None)
-        return np.ascontiguousarray(h.transpose(1, 0, 2, 3))
+        return h.transpose(1, 0, 2, 3).copy()           # a new array: the layers' buffers are reused
 
     def __call__(self, x, t, y=None):
         """Velocity (n, out_channels, H, W) at x (n, in_channels, H, W), t (n,), labels y (n,) or None; no caching."""
@@ -686,7 +686,7 @@ class ADMUNet(Module):
         for i in reversed(range(len(self.input_blocks))):
             d = d + dskips[i]
             d = self._seq_backward(self.input_blocks[i], d, demb)
-        dx = np.ascontiguousarray(d.transpose(1, 0, 2, 3))
+        dx = d.transpose(1, 0, 2, 3).copy()             # a new array: the layers' buffers are reused
         demb = self.emb_act.backward(demb)
         if st["labels"]:
             self.label_emb.backward(demb)

@@ -205,7 +205,7 @@ class UNetVelocity(Module):
         if train:
             self._skip_channels = widths[::-1]
         h = self.conv_out.forward(self.norm_out.forward(h, train=train), train=train)
-        return np.ascontiguousarray(h.transpose(1, 0, 2, 3))
+        return h.transpose(1, 0, 2, 3).copy()           # a new array: the layers' buffers are reused
 
     def __call__(self, x, t):
         """Velocity (n, channels, size, size) at x of that shape and t (n,); no caching."""
@@ -244,7 +244,7 @@ class UNetVelocity(Module):
                 dtemb += dt
         dx = self.conv_in.backward(d)
         self.time[0].backward(self.time[1].backward(dtemb), need_dx=False)
-        return np.ascontiguousarray(dx.transpose(1, 0, 2, 3))
+        return dx.transpose(1, 0, 2, 3).copy()          # a new array: the layers' buffers are reused
 
 
 class Classifier(Module):
@@ -322,7 +322,7 @@ class Classifier(Module):
         d = self.pool.backward(d)
         for conv in reversed(self.convs):
             d = conv.backward(d)
-        return np.ascontiguousarray(d.transpose(1, 0, 2, 3))
+        return d.transpose(1, 0, 2, 3).copy()           # a new array: the layers' buffers are reused
 
 
 def cross_entropy(logits, labels):

@@ -24,7 +24,7 @@ drawn with the seed. A held-out eighth of the states measures the velocity error
 calibration objective worse. Rows are sorted ascending again at the end (codes remapped), as the tensor layout requires.
 
 **Cost.** ``iters`` training steps of the network at ``batch_size`` plus one forward pass over the states (MNIST
-U-Net width 16, 200 steps of 32: about a minute on 2 cores). Memory: the states and their targets,
+U-Net width 16, 300 steps of 32: about 50 s on 2 cores). Memory: the states and their targets,
 2 × N × sample size float32, plus one copy of the model.
 """
 import copy
@@ -37,10 +37,12 @@ from fmq_np.quant.tensor import QuantizedTensor
 
 #: fraction of the calibration states held out to decide whether tuning helped
 HOLDOUT = 8
+#: optimiser steps when the caller does not say (also `fmq-np quantize --tune`; reproduce scales set their own)
+DEFAULT_ITERS = 300
 
 
-def tune_codebooks(model, qm, data=None, *, n=64, solver="heun2", steps=8, seed=0, train_pairs=None, iters=200,
-                   batch_size=32, lr=2e-3, lr_float=1e-4, floats=True, progress=None):
+def tune_codebooks(model, qm, data=None, *, n=64, solver="heun2", steps=8, seed=0, train_pairs=None,
+                   iters=DEFAULT_ITERS, batch_size=32, lr=2e-3, lr_float=1e-4, floats=True, progress=None):
     """Tune the codebooks of ``qm`` (quantized from ``model.parameters()``) along ``model``'s flow → a new
     :class:`~fmq_np.quant.model.QuantizedModel` with the same codes (module docstring).
 
