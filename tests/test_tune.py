@@ -133,6 +133,14 @@ def test_cli_quantize_tune(tmp_path, capsys):
     for name, qt in a.tensors.items():
         if isinstance(qt, fq.quant.QuantizedTensor):
             assert _partition(b.tensors[name].codes) == _partition(qt.codes)
+    # a model file that names its training set (as fmq-np train writes it): training-path pairs join the states
+    fq.io.save_model(tmp_path / "moons.h5", m, meta={"dataset": "moons"})
+    with_data = tmp_path / "t2.h5"
+    assert main(["quantize", str(tmp_path / "moons.h5"), "--bits", "2", "--method", "ot-opt", "--tune", "--calib-n",
+                 "4", "--tune-iters", "30", "--out", str(with_data)]) in (0, None)
+    assert "training-path pairs on 'moons'" in capsys.readouterr().out
+    states = b.meta["tuned"]["states"]
+    assert fq.io.load(with_data).meta["tuned"]["states"] == states + states // 4
     np.savez(tmp_path / "w.npz", **m.parameters())
     assert main(["quantize", str(tmp_path / "w.npz"), "--tune", "--out", str(tmp_path / "q2.h5")]) == 1
     err = capsys.readouterr().err

@@ -25,7 +25,9 @@ def add_quantize_parser(sub):
     p.add_argument("--calibrate", action="store_true",
                    help="calibrate along the float model's sampling trajectories (an fmq_np model file): GPTQ-style "
                         "error feedback through each layer's input Hessian; prints each tensor's sensitivity")
-    p.add_argument("--calib-n", type=int, default=64, help="trajectories for --calibrate and --tune (default 64)")
+    p.add_argument("--calib-n", type=int, default=64,
+                   help="trajectories for --calibrate and --tune (default 64); when the model file names its training "
+                        "set (fmq-np train records it), training-path pairs on it are added")
     p.add_argument("--tune", action="store_true",
                    help="then tune the codebooks along the float model's sampling trajectories (an fmq_np model "
                         "file): codes and bits kept, levels and float tensors fitted to the float velocity")
@@ -76,15 +78,15 @@ def _quantize(args):
     if not any(np.asarray(a).dtype.kind == "f" for a in arrays.values()):
         raise InputError(f"{args.input}: no float tensors to quantize"
                        + (f" (found only {len(arrays)} non-float arrays)" if arrays else " (the file holds none)"))
-    model = io.load_model(args.input)[0] if args.calibrate or args.tune else None
+    model, data = _model_and_data(args.input) if args.calibrate or args.tune else (None, None)
     if args.calibrate:          # runs the float network along its trajectories: needs an fmq_np model file
-        cal = quant.calibrate(model, n=args.calib_n, seed=0)
+        cal = quant.calibrate(model, data, n=args.calib_n, seed=0)
         qm = quant.quantize_model(model.parameters(), bits=args.bits, method=args.method, calibration=cal)
     else:
         qm = quant.quantize_model(arrays, bits=args.bits, method=args.method, granularity=args.granularity,
                                   group_size=args.group_size, paper_compat=args.paper_compat)
     if args.tune:
-        qm = quant.tune_codebooks(model, qm, n=args.calib_n, seed=0, iters=args.tune_iters)
+        qm = quant.tune_codebooks(model, qm, data, n=args.calib_n, seed=0, iters=args.tune_iters)
         t = qm.meta["tuned"]
         print(f"tuned: held-out velocity MSE {t['heldout_mse_before']:.4g} -> {t['heldout_mse_after']:.4g}"
               + ("" if t["kept"] else " (no better: the quantizer's codebooks are kept)"))
@@ -105,6 +107,23 @@ def _quantize(args):
           f"({before / max(after, 1):.2f}x, codes and codebooks only)")
     print(f"on disk: {args.input} {size_in} bytes -> {args.out} {size_out} bytes "
           f"({_ratio_text(size_in, size_out)}, file overhead included)")
+
+
+def _model_and_data(path):
+    """The float model of an fmq_np model file and the training set its metadata names (``fmq-np train`` records
+    it), for the training-path pairs of the calibration mix; None when the file names no dataset this package has
+    (trajectories alone then)."""
+    from .. import datasets, io
+    model, meta = io.load_model(path)
+    name = meta.get("dataset")
+    if not isinstance(name, str) or name not in datasets.names():
+        return model, None
+    from ..flow.shapes import sample_shape
+    data = datasets.load(name)
+    if tuple(data.shape[1:]) != tuple(sample_shape(model)):
+        return model, None
+    print(f"calibration states: the model's trajectories and training-path pairs on {name!r} (its training set)")
+    return model, data
 
 
 def _quantize_stream(args):
