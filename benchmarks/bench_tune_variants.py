@@ -1,16 +1,17 @@
-"""Where the 2-bit Fashion-MNIST gap comes from (issue 13): variants of codebook tuning on the shipped model.
+"""Where the low-bit Fashion-MNIST gap comes from (issue 13): variants of codebook tuning on the shipped model.
 
-Every row starts from the reproduction's ``ot-opt+ef`` at 2 bits (fmq_np.reproduce.quantize_row, calibration
-with the default scale's settings) and is measured like ``fmq-np reproduce`` (its ``Evaluator``): FD of ``--n``
-samples from one noise draw shared by every model, in the shipped feature net's features, with paired-bootstrap
-95 % intervals of FD − float (fmq_np.eval.fd_stats); drift = RMS to the float samples from the same noise.
+Every row starts from the reproduction's ``ot-opt+ef`` at ``--bits`` (default 2; fmq_np.reproduce.quantize_row,
+calibration with the default scale's settings) and is measured like ``fmq-np reproduce`` (its ``Evaluator``): FD
+of ``--n`` samples from one noise draw shared by every model, in the shipped feature net's features, with
+paired-bootstrap 95 % intervals of FD − float (fmq_np.eval.fd_stats); drift = RMS to the float samples from the
+same noise.
 
 Rows: the base; ``tune_codebooks`` as the default scale runs it (600 steps, lr 2e-3, 128 trajectories) and longer
 (``--long`` steps at lr 5e-3); the default tuning followed by **endpoint distillation** (this script's
 :func:`endpoint_tune`: the levels are fitted so that the quantized model's samples, backpropagated through the
 fixed-step solver, land where the float model's do from the same noise: drift itself is the loss); and **mixed
-widths** (``bits`` = 2.15 and 2.3 over widths 2, 3, 4 chosen by the calibration's measured sensitivities, then the
-default tuning), which buy quality with code bits.
+widths** (``bits`` = base + 0.15 and + 0.3 over widths base..base + 2 chosen by the calibration's measured
+sensitivities, then the default tuning), which buy quality with code bits.
 
     nice -n 10 python benchmarks/bench_tune_variants.py --dataset fashion --json benchmarks/results/tune_variants.json
 """
@@ -90,6 +91,7 @@ def endpoint_tune(model, qm, x0, x1, *, solver, steps, iters=300, batch_size=16,
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", default="fashion", choices=["mnist", "fashion"])
+    p.add_argument("--bits", type=int, default=2, choices=[2, 3, 4], help="code width of the base row")
     p.add_argument("--n", type=int, default=1000, help="samples per FD (one noise draw)")
     p.add_argument("--long", type=int, default=2000, help="steps of the long tuning row")
     p.add_argument("--endpoint-iters", type=int, default=300)
@@ -116,7 +118,7 @@ def main(argv=None):
         print(f"{label}: drift {drift:.4f}, {rows[-1]['seconds']:.0f} s", file=sys.stderr, flush=True)
 
     t0 = time.perf_counter()
-    base = reproduce.quantize_row(params, "ot-opt+ef", 2, ev.calibration())
+    base = reproduce.quantize_row(params, "ot-opt+ef", args.bits, ev.calibration())
     measure("ot-opt+ef", base, t0)
     t0 = time.perf_counter()
     tuned = fq.quant.tune_codebooks(model, base, data, iters=ev.tune_iters, **tune_kw)
@@ -131,13 +133,14 @@ def main(argv=None):
     measure(f"+tune, then endpoint distillation ({args.endpoint_iters} steps)", ends, t0,
             endpoint_loss=[ends.meta["tuned"]["first_loss"], ends.meta["tuned"]["last_loss"]])
     t0 = time.perf_counter()
-    cal = fq.quant.calibrate(model, data, n=ev.calib_n, solver=ev.solver, steps=ev.steps, seed=7, widths=(2, 3, 4),
+    widths = (args.bits, args.bits + 1, args.bits + 2)
+    cal = fq.quant.calibrate(model, data, n=ev.calib_n, solver=ev.solver, steps=ev.steps, seed=7, widths=widths,
                              sens_states=64)
-    for budget in (2.15, 2.3):
+    for budget in (args.bits + 0.15, args.bits + 0.3):
         mixed = quantize_calibrated(params, budget, "ot-opt", cal)
-        widened = {k: w for k, w in mixed.meta["calibrated"]["widths"].items() if w and w > 2}
+        widened = {k: w for k, w in mixed.meta["calibrated"]["widths"].items() if w and w > args.bits}
         tm = fq.quant.tune_codebooks(model, mixed, data, iters=ev.tune_iters, **tune_kw)
-        measure(f"mixed {budget} bits (widths 2-4) +tune", tm, t0, widened=widened)
+        measure(f"mixed {budget:g} bits (widths {widths[0]}-{widths[-1]}) +tune", tm, t0, widened=widened)
         t0 = time.perf_counter()
     stats = paired_bootstrap([features], ev.ref_features, n_boot=args.n_boot, seed=0)
     fd_float = stats.fd("float")["fd"]
@@ -150,8 +153,8 @@ def main(argv=None):
               f"[{d['ci'][0]:+.1f}, {d['ci'][1]:+.1f}] | {row['drift']:.4f} |")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(dict(dataset=name, n_samples=ev.n, solver=ev.solver, steps=ev.steps, float_fd=stats.fd("float"),
-                           rows=rows), f, indent=1, default=float)
+            json.dump(dict(dataset=name, bits=args.bits, n_samples=ev.n, solver=ev.solver, steps=ev.steps,
+                           float_fd=stats.fd("float"), rows=rows), f, indent=1, default=float)
 
 
 if __name__ == "__main__":
