@@ -26,6 +26,7 @@ Per dataset (MNIST, Fashion-MNIST and stand-ins of CIFAR-10, CelebA and ImageNet
 4. write ``report.md`` (with a verdict on the paper's claim per dataset; :mod:`fmq_np.reproduce_report`),
    ``results.json`` (atomically, after every measured row), sample grids and a plot. Ctrl-C keeps the rows so far.
 """
+import contextlib
 import os
 import platform
 import sys
@@ -55,20 +56,22 @@ PAPER_TOLERANCE = 1e-5
 #: ``n_velocity``: real images of the velocity probe; ``n_boot``: bootstrap replicates; ``n_likelihood``: test
 #: images whose bits/dim each model reports (0: none; Hutchinson, one fixed probe per image, the default sampler's
 #: solver with twice its steps, pixel units); ``calib_n``: trajectories of the calibration that the calibrated
-#: methods use (:data:`CALIBRATED`; computed only when one of them is asked for); ``tune_n``, ``tune_iters``: the
-#: trajectories and steps of the tuned methods' codebook tuning (:data:`TUNED`); ``standins``: what the
+#: methods use (:data:`CALIBRATED`; computed only when one of them is asked for); ``tune_n``, ``tune_iters``,
+#: ``tune_lr``: the trajectories, steps and level learning rate of the tuned methods' codebook tuning
+#: (:data:`TUNED`; the default scale's 2000 steps at 5e-3 against 600 at 2e-3: Fashion-MNIST at 3 bits +6.7 % of
+#: the float FD against +12.6 %, at 2 bits no change; benchmarks/README.md); ``standins``: what the
 #: three stand-in sets use instead (their FDs carry less meaning, see the report, and cost more per image)
 SCALES = {
     "tiny": dict(n_samples=24, seeds=2, headline_bits=(2,), steps=2, paper_check=0, n_velocity=8, n_boot=20,
-                 n_likelihood=4, calib_n=2, tune_n=2, tune_iters=4, standins={}),
+                 n_likelihood=4, calib_n=2, tune_n=2, tune_iters=4, tune_lr=2e-3, standins={}),
     "quick": dict(n_samples=500, seeds=1, headline_bits=(2, 3), steps=4, paper_check=0, n_velocity=64,
-                  n_boot=200, n_likelihood=0, calib_n=16, tune_n=64, tune_iters=300,
+                  n_boot=200, n_likelihood=0, calib_n=16, tune_n=64, tune_iters=300, tune_lr=2e-3,
                   standins=dict(n_samples=300)),
     "default": dict(n_samples=1000, seeds=3, headline_bits=(2, 3), steps=4, paper_check=300, n_velocity=64,
-                    n_boot=200, n_likelihood=16, calib_n=32, tune_n=128, tune_iters=600,
+                    n_boot=200, n_likelihood=16, calib_n=32, tune_n=128, tune_iters=2000, tune_lr=5e-3,
                     standins=dict(n_samples=300, seeds=1, paper_check=100)),
     "paper": dict(n_samples=2000, seeds=3, headline_bits=(2, 3), steps="paper", paper_check=0, n_velocity=64,
-                  n_boot=500, n_likelihood=256, calib_n=64, tune_n=256, tune_iters=1200,
+                  n_boot=500, n_likelihood=256, calib_n=64, tune_n=256, tune_iters=2000, tune_lr=5e-3,
                   standins=dict(n_samples=1000)),
 }
 STANDINS = ("cifar-standin", "faces", "imagenet-standin")
@@ -102,7 +105,7 @@ QUICK = dict(datasets=("mnist", "fashion"), bits=(2, 3, 4), scale="quick")
 
 
 def run(out_dir, *, datasets=DATASETS, bits=BITS, methods=METHODS, scale="default", seed=0, progress=True,
-        command=None, models_dir=None, client=None):
+        command=None, models_dir=None, client=None, workers=None):
     """Run the sweep and write ``out_dir/report.md``, ``results.json``, PNGs; returns the results dict.
 
     ``datasets``: names from :data:`DATASETS`; ``bits``: widths in 1..8; ``methods``: from :data:`ALL_METHODS`;
@@ -110,7 +113,10 @@ def run(out_dir, *, datasets=DATASETS, bits=BITS, methods=METHODS, scale="defaul
     ``progress``: one line per step of work on stderr; ``command``: the command line to quote in the report;
     ``models_dir``: folder of the float models and feature nets (default: the shipped ``data/models``);
     ``client``: a ``distributed.Client`` (the ``[dask]`` extra): the (method, bits) rows of each dataset run as one
-    task each on its cluster (each task samples every noise seed of its row), with the same results as a serial run.
+    task each on its cluster (each task samples every noise seed of its row), with the same results as a serial run;
+    ``workers``: the same rows in that many local processes instead (no Dask; each process gets an equal share of
+    this machine's CPUs as Numba and BLAS threads). The float model's own samples and the calibration are computed
+    here, before the rows are handed out.
 
     A dataset that ``out_dir/results.json`` already holds complete, from a run with the same settings and the same
     model (SHA-256 of its config and weights), is reused, not measured again: a sweep can be run a few datasets at
@@ -118,6 +124,10 @@ def run(out_dir, *, datasets=DATASETS, bits=BITS, methods=METHODS, scale="defaul
     """
     from .reproduce_report import finish
     datasets, bits, methods = check_args(datasets, bits, methods, scale, seed)
+    if workers is not None:
+        check_int("workers", workers, 1)
+        if client is not None:
+            raise InputError("give client (a Dask cluster) or workers (local processes), not both")
     check_models(datasets, models_dir)
     os.makedirs(out_dir, exist_ok=True)
     cfg = SCALES[scale]
@@ -125,7 +135,8 @@ def run(out_dir, *, datasets=DATASETS, bits=BITS, methods=METHODS, scale="defaul
                           f"methods={methods}, scale={scale!r}, seed={seed})")
     results = dict(command=command, scale=scale, settings=_jsonable(cfg), seed=seed, bits=list(bits),
                    methods=list(methods), machine=f"{platform.machine()} {platform.system()}, "
-                   f"{os.cpu_count()} CPUs, NUMBA_NUM_THREADS={os.environ.get('NUMBA_NUM_THREADS', 'default')}",
+                   f"{os.cpu_count()} CPUs, NUMBA_NUM_THREADS={os.environ.get('NUMBA_NUM_THREADS', 'default')}"
+                   + (f", rows in {workers} local processes" if workers else ""),
                    datasets={})
     previous = _finished_datasets(out_dir, results, models_dir)
     start = time.perf_counter()
@@ -139,7 +150,8 @@ def run(out_dir, *, datasets=DATASETS, bits=BITS, methods=METHODS, scale="defaul
             if name in previous:
                 results["datasets"][name] = previous[name]
                 continue
-            _run_dataset(out_dir, name, bits, methods, cfg, seed, progress, results, models_dir, client)
+            _run_dataset(out_dir, name, bits, methods, cfg, seed, progress, results, models_dir,
+                         client or workers)
     except KeyboardInterrupt:       # Ctrl-C: report what was measured, then stop
         results["interrupted"] = True
         finish(out_dir, results, seconds())
@@ -213,9 +225,9 @@ def check_models(datasets, models_dir=None):
             load_feature_net(name, models_dir, data_shape(name))
 
 
-def _run_dataset(out_dir, name, bits, methods, cfg, seed, progress, results, models_dir, client=None):
+def _run_dataset(out_dir, name, bits, methods, cfg, seed, progress, results, models_dir, spread=None):
     """Measure one dataset; its results go into ``results["datasets"][name]`` (and ``results.json``) as they
-    come, the FD statistics when the dataset is done (or interrupted)."""
+    come, the FD statistics when the dataset is done (or interrupted). ``spread``: see :func:`_measured`."""
     from . import images
     from .reproduce_report import dataset_statistics, write_json
     folder = os.path.join(out_dir, name)
@@ -240,7 +252,7 @@ def _run_dataset(out_dir, name, bits, methods, cfg, seed, progress, results, mod
     images.save_samples_png(os.path.join(folder, "samples_float.png"), ev.float_samples[0][:64])
     jobs = [(m, b, len(ev.x0) if b in entry["headline_bits"] else 1) for m in methods for b in bits]
     try:
-        for k, ((method, b, _), (row, samples, features)) in enumerate(zip(jobs, _measured(ev, jobs, client))):
+        for k, ((method, b, _), (row, samples, features)) in enumerate(zip(jobs, _measured(ev, jobs, spread))):
             ev.features.update(features)
             entry["runs"].append(row)
             write_json(os.path.join(out_dir, "results.json"), results)
@@ -256,24 +268,64 @@ def _run_dataset(out_dir, name, bits, methods, cfg, seed, progress, results, mod
         entry["seconds"] = time.perf_counter() - t0
 
 
-def _measured(ev, jobs, client):
+def _measured(ev, jobs, spread):
     """``Evaluator.measure``'s result for each ``(method, bits, seeds)`` job, in the order of ``jobs``: measured
-    here, or, with a ``distributed.Client``, as one task per job on its cluster (the evaluator, with its float
-    samples and, if a job needs it, its calibration, is sent to every worker once; results are identical)."""
-    if client is None:
+    here (``spread`` None), or one task per job on a ``distributed.Client``'s cluster or in a pool of ``spread``
+    (an int) local processes. The evaluator, with its float samples and, if a job needs it, its calibration, is
+    sent to every worker once; results are identical."""
+    if spread is None:
         for method, bits, seeds in jobs:
             yield ev.measure(method, bits, seeds)
         return
     if any(TUNED.get(method, method) in CALIBRATED for method, _, _ in jobs):
         ev.calibration()                          # once, here, rather than once per worker
-    remote = client.scatter(ev, broadcast=True)
-    futures = [client.submit(Evaluator.measure, remote, method, bits, seeds, pure=False)
-               for method, bits, seeds in jobs]
+    with _pool(ev, spread) as submit:
+        futures = [submit(method, bits, seeds) for method, bits, seeds in jobs]
+        try:
+            for future in futures:
+                yield future.result()
+        finally:
+            for future in futures:
+                future.cancel()
+
+
+@contextlib.contextmanager
+def _pool(ev, spread):
+    """``submit(method, bits, seeds) -> future`` of ``ev.measure`` on a Dask client, or in ``spread`` spawned
+    local processes that each hold a copy of ``ev`` and use ``os.cpu_count() // spread`` threads."""
+    if not isinstance(spread, int):
+        remote = spread.scatter(ev, broadcast=True)
+        yield lambda method, bits, seeds: spread.submit(Evaluator.measure, remote, method, bits, seeds, pure=False)
+        return
+    import concurrent.futures
+    import multiprocessing
+    threads = str(max(1, (os.cpu_count() or 1) // spread))
+    names = ("NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+    saved = {k: os.environ.get(k) for k in names}
+    os.environ.update({k: threads for k in names})     # read by each process as it starts (spawn: at submit)
     try:
-        for future in futures:
-            yield future.result()
+        with concurrent.futures.ProcessPoolExecutor(spread, mp_context=multiprocessing.get_context("spawn"),
+                                                    initializer=_hold_evaluator, initargs=(ev,)) as pool:
+            yield lambda method, bits, seeds: pool.submit(_measure_held, method, bits, seeds)
     finally:
-        client.cancel(futures)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+_HELD = {}
+
+
+def _hold_evaluator(ev):
+    """Initializer of a local worker process: keep its copy of the evaluator."""
+    _HELD["ev"] = ev
+
+
+def _measure_held(method, bits, seeds):
+    """:meth:`Evaluator.measure` on the worker's evaluator."""
+    return _HELD["ev"].measure(method, bits, seeds)
 
 
 def load_shipped_model(name, models_dir=None):
@@ -363,7 +415,7 @@ class Evaluator:
                        f"{self.steps} steps)")
         self.float_samples = [self._sample(model, x0) for x0 in self.x0]
         self.calib_n, self._calibration, self.calibration_info = cfg["calib_n"], None, None
-        self.tune_n, self.tune_iters = cfg["tune_n"], cfg["tune_iters"]
+        self.tune_n, self.tune_iters, self.tune_lr = cfg["tune_n"], cfg["tune_iters"], cfg["tune_lr"]
         self.features = {}           # (name, seed index) -> features of that sample set, for the FD statistics
         self.feature_info, self.floor, self.fd_noise, self.paper_info = None, None, None, None
         if not self.has_fd:
@@ -451,11 +503,12 @@ class Evaluator:
 
     def tune(self, qm):
         """``qm`` with its codebooks tuned along the float model's flow (:func:`fmq_np.quant.tune.tune_codebooks`:
-        ``tune_n`` trajectories of the default sampler plus training-path pairs, ``tune_iters`` steps)."""
+        ``tune_n`` trajectories of the default sampler plus training-path pairs, ``tune_iters`` steps at
+        ``tune_lr``)."""
         from . import datasets
         from .quant.tune import tune_codebooks
         return tune_codebooks(self.model, qm, datasets.load(self.name), n=self.tune_n, solver=self.solver,
-                              steps=self.steps, seed=self.seed + 11, iters=self.tune_iters)
+                              steps=self.steps, seed=self.seed + 11, iters=self.tune_iters, lr=self.tune_lr)
 
     def measure(self, method, bits, seeds=1):
         """Quantize with ``method`` at ``bits`` and measure on the first ``seeds`` noise draws; returns

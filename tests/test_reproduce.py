@@ -30,6 +30,16 @@ def write_models(folder, names):
     return folder
 
 
+def measured_numbers(results, name="mnist"):
+    """Everything a run measured on dataset ``name``, without its wall times (to compare runs)."""
+    entry = dict(results["datasets"][name])
+    for key in ("seconds", "model_file"):
+        entry.pop(key)
+    if entry.get("calibration"):
+        entry["calibration"] = {k: v for k, v in entry["calibration"].items() if k != "seconds"}
+    return json.loads(json.dumps(entry, default=float))
+
+
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     return write_models(str(tmp_path_factory.mktemp("models")), ["mnist", "faces"])
@@ -217,6 +227,18 @@ def test_model_trained_with_other_settings_is_refused(tmp_path):
         reproduce.run(str(tmp_path / "r"), datasets=["mnist"], scale="tiny", progress=False, models_dir=str(tmp_path))
 
 
+def test_rows_in_local_worker_processes_equal_the_serial_run(models, tmp_path):
+    kw = dict(datasets=["mnist"], bits=(2, 3), methods=["ot", "ot-opt+ef"], scale="tiny", progress=False,
+              models_dir=models)
+    serial = reproduce.run(str(tmp_path / "serial"), **kw)
+    spread = reproduce.run(str(tmp_path / "workers"), workers=2, **kw)
+    assert [(r["method"], r["bits"]) for r in spread["datasets"]["mnist"]["runs"]] == \
+        [(m, b) for m in ("ot", "ot-opt+ef") for b in (2, 3)]
+    assert measured_numbers(spread) == measured_numbers(serial)
+    with pytest.raises(InputError, match="workers must be"):
+        reproduce.run(str(tmp_path / "w0"), workers=0, **kw)
+
+
 def test_feature_net_of_another_image_size_is_refused(tmp_path, models):
     folder = write_models(str(tmp_path), ["mnist"])
     fq.io.save_model(os.path.join(folder, "features_mnist.h5"),
@@ -232,6 +254,8 @@ def test_feature_net_of_another_image_size_is_refused(tmp_path, models):
     (["--datasets", "moons"], "not part of the sweep"),
     (["--methods", "ot,kmeans"], "methods must be"),
     (["--quick", "--datasets", "mnist"], "--quick sets --datasets itself"),
+    (["--workers", "0"], "--workers must be >= 1"),
+    (["--workers", "2", "--scheduler", "tcp://127.0.0.1:1"], "not both"),
 ])
 def test_cli_bad_input_is_one_line_and_nonzero(argv, needle, tmp_path, capsys):
     out = tmp_path / "r"
@@ -245,7 +269,7 @@ def test_cli_help_lists_the_options(capsys):
     assert info.value.code == 0
     text = capsys.readouterr().out
     for option in ("--out", "--quick", "--datasets", "--bits", "--methods", "--scale", "--models", "--seed",
-                   "tiny", "quick", "default", "paper"):
+                   "--scheduler", "--workers", "tiny", "quick", "default", "paper"):
         assert option in text
 
 
@@ -284,7 +308,8 @@ def test_tuned_methods_keep_their_base_rows_codes_and_record_the_tuning(models, 
     tiny = reproduce.SCALES["tiny"]
     for m in ("ot+tune", "ot-opt+ef+tune"):
         info = rows[m]["tuned"]
-        assert (info["n"], info["iters"], info["solver"]) == (tiny["tune_n"], tiny["tune_iters"], entry["solver"])
+        assert (info["n"], info["iters"], info["lr"]) == (tiny["tune_n"], tiny["tune_iters"], tiny["tune_lr"])
+        assert info["solver"] == entry["solver"]
         assert info["heldout_mse_after"] <= info["heldout_mse_before"] or not info["kept"]
     assert rows["ot+tune"]["bits_per_weight"] == rows["ot"]["bits_per_weight"]      # same codes, same storage
     assert rows["ot+tune"]["kept_float"] == rows["ot"]["kept_float"]

@@ -1,11 +1,9 @@
 """The sweep's rows spread over a Dask cluster (``reproduce.run(..., client=)``, ``fmq-np reproduce --scheduler``):
 every number is the one the serial run measures."""
-import json
-
 import pytest
 
 from fmq_np import reproduce
-from test_reproduce import write_models
+from test_reproduce import measured_numbers, write_models
 
 distributed = pytest.importorskip("distributed")
 
@@ -24,19 +22,10 @@ def client():
         yield c
 
 
-def _measured(results):
-    """Everything a run measured, without its wall times."""
-    entry = dict(results["datasets"]["mnist"])
-    for key in ("seconds", "model_file"):
-        entry.pop(key)
-    entry["calibration"] = {k: v for k, v in entry["calibration"].items() if k != "seconds"}
-    return json.loads(json.dumps(entry, default=float))
-
-
 def test_rows_on_a_cluster_equal_the_serial_run(models, client, tmp_path):
     kw = dict(datasets=["mnist"], bits=(2, 3), methods=METHODS, scale="tiny", progress=False, models_dir=models)
     serial = reproduce.run(str(tmp_path / "serial"), **kw)
     spread = reproduce.run(str(tmp_path / "dask"), client=client, **kw)
     assert [(r["method"], r["bits"]) for r in spread["datasets"]["mnist"]["runs"]] == \
         [(m, b) for m in METHODS for b in (2, 3)]
-    assert _measured(spread) == _measured(serial)
+    assert measured_numbers(spread) == measured_numbers(serial)

@@ -42,6 +42,9 @@ def add_reproduce_parser(sub):
     p.add_argument("--scheduler", metavar="ADDRESS",
                    help="measure on a Dask cluster (pip install 'fmq_np[dask]'), one task per method and bit width "
                         "of each dataset, e.g. tcp://host:8786; the same numbers as a serial run")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="measure each dataset's (method, bits) rows in N local processes (no Dask), each with "
+                        "its share of the CPUs as threads; the same numbers as a serial run")
     p.set_defaults(run=_reproduce)
 
 
@@ -59,6 +62,10 @@ def _reproduce(args):
     args.scale = args.scale or "default"
     datasets, bits, methods = split_list(args.datasets), _parse_bits(args.bits), split_list(args.methods)
     reproduce.check_args(datasets, bits, methods, args.scale, args.seed)     # fail before creating folders
+    if args.scheduler is not None and args.workers is not None:
+        raise InputError("give --scheduler (a Dask cluster) or --workers (local processes), not both")
+    if args.workers is not None and args.workers < 1:
+        raise InputError(f"--workers must be >= 1, got {args.workers}")
     reproduce.check_models(datasets, args.models)
     os.makedirs(args.out, exist_ok=True)
     check_output(os.path.join(args.out, "report.md"))
@@ -68,7 +75,8 @@ def _reproduce(args):
     client = connect(args.scheduler) if args.scheduler is not None else None
     try:
         reproduce.run(args.out, datasets=datasets, bits=bits, methods=methods, scale=args.scale, seed=args.seed,
-                      progress=True, command=command, models_dir=args.models, client=client)
+                      progress=True, command=command, models_dir=args.models, client=client,
+                      workers=args.workers)
     finally:
         if client is not None:
             client.close()

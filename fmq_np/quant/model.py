@@ -95,11 +95,12 @@ def w2_distance(a, b):
 
 
 def _sum_sq_diff(x, y):
-    """Σ (x − y)² in float64 over two flat arrays of equal size, chunk by chunk."""
+    """Σ (x − y)² in float64 over two flat arrays of equal size, chunk by chunk (NumPy's pairwise sum, not a BLAS
+    dot, whose rounding depends on its thread count)."""
     total = 0.0
     for i in range(0, x.size, _CHUNK):
         d = x[i:i + _CHUNK].astype(np.float64) - y[i:i + _CHUNK].astype(np.float64)
-        total += float(np.dot(d, d))
+        total += float(np.square(d, out=d).sum())
     return total
 
 
