@@ -116,7 +116,8 @@ def run(out_dir, *, datasets=DATASETS, bits=BITS, methods=METHODS, scale="defaul
     task each on its cluster (each task samples every noise seed of its row), with the same results as a serial run;
     ``workers``: the same rows in that many local processes instead (no Dask; each process gets an equal share of
     this machine's CPUs as Numba and BLAS threads). The float model's own samples and the calibration are computed
-    here, before the rows are handed out.
+    here, before the rows are handed out. The processes are spawned, so they import the calling script: call
+    ``run(..., workers=N)`` from under ``if __name__ == "__main__":``.
 
     A dataset that ``out_dir/results.json`` already holds complete, from a run with the same settings and the same
     model (SHA-256 of its config and weights), is reused, not measured again: a sweep can be run a few datasets at
