@@ -127,6 +127,7 @@ def test_cli_quantize_tune(tmp_path, capsys):
                  "4", "--tune-iters", "30", "--out", str(tuned)]) in (0, None)
     text = capsys.readouterr().out
     assert "tuned: held-out velocity MSE" in text
+    assert "own trajectories only (its metadata names no dataset)" in text
     a, b = fq.io.load(plain), fq.io.load(tuned)
     assert b.meta["tuned"]["iters"] == 30 and b.meta["tuned"]["n"] == 4
     assert b.bits_per_weight == a.bits_per_weight
@@ -141,6 +142,13 @@ def test_cli_quantize_tune(tmp_path, capsys):
     assert "training-path pairs on 'moons'" in capsys.readouterr().out
     states = b.meta["tuned"]["states"]
     assert fq.io.load(with_data).meta["tuned"]["states"] == states + states // 4
+    # a training set of another sample shape: said, and trajectories alone
+    fq.io.save_model(tmp_path / "mnist-named.h5", m, meta={"dataset": "mnist"})
+    assert main(["quantize", str(tmp_path / "mnist-named.h5"), "--bits", "2", "--method", "ot-opt", "--tune",
+                 "--calib-n", "4", "--tune-iters", "30", "--out", str(tmp_path / "t3.h5")]) in (0, None)
+    assert "trajectories only (its metadata names 'mnist', whose samples are (1, 28, 28), not the model's (2,))" \
+        in capsys.readouterr().out
+    assert fq.io.load(tmp_path / "t3.h5").meta["tuned"]["states"] == states
     np.savez(tmp_path / "w.npz", **m.parameters())
     assert main(["quantize", str(tmp_path / "w.npz"), "--tune", "--out", str(tmp_path / "q2.h5")]) == 1
     err = capsys.readouterr().err

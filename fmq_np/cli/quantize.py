@@ -111,16 +111,20 @@ def _quantize(args):
 
 def _model_and_data(path):
     """The float model of an fmq_np model file and the training set its metadata names (``fmq-np train`` records
-    it), for the training-path pairs of the calibration mix; None when the file names no dataset this package has
-    (trajectories alone then)."""
+    it), for the training-path pairs of the calibration mix; None when the file names no dataset this package has,
+    or one of another sample shape (trajectories alone then). Prints which states the calibration uses, and why."""
     from .. import datasets, io
+    from ..flow.shapes import sample_shape
     model, meta = io.load_model(path)
     name = meta.get("dataset")
     if not isinstance(name, str) or name not in datasets.names():
+        why = "its metadata names no dataset" if name is None else f"it names {name!r}, not a dataset of fmq_np"
+        print(f"calibration states: the model's own trajectories only ({why})")
         return model, None
-    from ..flow.shapes import sample_shape
     data = datasets.load(name)
     if tuple(data.shape[1:]) != tuple(sample_shape(model)):
+        print(f"calibration states: the model's own trajectories only (its metadata names {name!r}, whose samples "
+              f"are {tuple(data.shape[1:])}, not the model's {tuple(sample_shape(model))})")
         return model, None
     print(f"calibration states: the model's trajectories and training-path pairs on {name!r} (its training set)")
     return model, data
