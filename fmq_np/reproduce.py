@@ -152,7 +152,7 @@ def run(out_dir, *, datasets=DATASETS, bits=BITS, methods=METHODS, scale="defaul
                 results["datasets"][name] = previous[name]
                 continue
             _run_dataset(out_dir, name, bits, methods, cfg, seed, progress, results, models_dir,
-                         client or workers)
+                         client if client is not None else workers)
     except KeyboardInterrupt:       # Ctrl-C: report what was measured, then stop
         results["interrupted"] = True
         finish(out_dir, results, seconds())
