@@ -26,7 +26,6 @@ Per dataset (MNIST, Fashion-MNIST and stand-ins of CIFAR-10, CelebA and ImageNet
 4. write ``report.md`` (with a verdict on the paper's claim per dataset; :mod:`fmq_np.reproduce_report`),
    ``results.json`` (atomically, after every measured row), sample grids and a plot. Ctrl-C keeps the rows so far.
 """
-import contextlib
 import os
 import platform
 import sys
@@ -267,6 +266,7 @@ def _run_dataset(out_dir, name, bits, methods, cfg, seed, progress, results, mod
             dataset_statistics(entry, ev, cfg["n_boot"], seed)
         entry["calibration"] = ev.calibration_info
         entry["seconds"] = time.perf_counter() - t0
+        write_json(os.path.join(out_dir, "results.json"), results)   # the finished dataset, before the next one
 
 
 def _measured(ev, jobs, spread):
@@ -280,40 +280,44 @@ def _measured(ev, jobs, spread):
         return
     if any(TUNED.get(method, method) in CALIBRATED for method, _, _ in jobs):
         ev.calibration()                          # once, here, rather than once per worker
-    with _pool(ev, spread) as submit:
-        futures = [submit(method, bits, seeds) for method, bits, seeds in jobs]
-        try:
-            for future in futures:
-                yield future.result()
-        finally:
-            for future in futures:
-                future.cancel()
+    yield from (_in_processes if isinstance(spread, int) else _on_cluster)(ev, jobs, spread)
 
 
-@contextlib.contextmanager
-def _pool(ev, spread):
-    """``submit(method, bits, seeds) -> future`` of ``ev.measure`` on a Dask client, or in ``spread`` spawned
-    local processes that each hold a copy of ``ev`` and use ``os.cpu_count() // spread`` threads."""
-    if not isinstance(spread, int):
-        remote = spread.scatter(ev, broadcast=True)
-        yield lambda method, bits, seeds: spread.submit(Evaluator.measure, remote, method, bits, seeds, pure=False)
-        return
-    import concurrent.futures
+def _on_cluster(ev, jobs, client):
+    """:func:`_measured` as Dask tasks; the tasks not yet done are cancelled when the caller stops early."""
+    remote = client.scatter(ev, broadcast=True)
+    futures = [client.submit(Evaluator.measure, remote, method, bits, seeds, pure=False)
+               for method, bits, seeds in jobs]
+    try:
+        for future in futures:
+            yield future.result()
+    finally:
+        client.cancel(futures)
+
+
+def _in_processes(ev, jobs, workers):
+    """:func:`_measured` in ``workers`` spawned processes, each holding a copy of ``ev`` and using
+    ``os.cpu_count() // workers`` Numba and BLAS threads; they are stopped at once when the caller stops early
+    (Ctrl-C, an error)."""
     import multiprocessing
-    threads = str(max(1, (os.cpu_count() or 1) // spread))
+    threads = str(max(1, (os.cpu_count() or 1) // workers))
     names = ("NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
     saved = {k: os.environ.get(k) for k in names}
-    os.environ.update({k: threads for k in names})     # read by each process as it starts (spawn: at submit)
+    os.environ.update({k: threads for k in names})        # read by each process as it starts
     try:
-        with concurrent.futures.ProcessPoolExecutor(spread, mp_context=multiprocessing.get_context("spawn"),
-                                                    initializer=_hold_evaluator, initargs=(ev,)) as pool:
-            yield lambda method, bits, seeds: pool.submit(_measure_held, method, bits, seeds)
+        pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_hold_evaluator, initargs=(ev,))
     finally:
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+    try:
+        yield from pool.imap(_measure_held, jobs)
+        pool.close()
+    finally:
+        pool.terminate()
+        pool.join()
 
 
 _HELD = {}
@@ -324,9 +328,9 @@ def _hold_evaluator(ev):
     _HELD["ev"] = ev
 
 
-def _measure_held(method, bits, seeds):
-    """:meth:`Evaluator.measure` on the worker's evaluator."""
-    return _HELD["ev"].measure(method, bits, seeds)
+def _measure_held(job):
+    """:meth:`Evaluator.measure` of one ``(method, bits, seeds)`` job on the worker's evaluator."""
+    return _HELD["ev"].measure(*job)
 
 
 def load_shipped_model(name, models_dir=None):

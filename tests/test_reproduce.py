@@ -173,6 +173,49 @@ def test_ctrl_c_keeps_the_results_so_far(sweep, models, monkeypatch, tmp_path):
     assert "interrupted (Ctrl-C)" in open(tmp_path / "report.md").read()
 
 
+def test_a_finished_dataset_is_on_disk_before_the_next_one_starts(models, monkeypatch, tmp_path):
+    real_init = reproduce.Evaluator.__init__
+
+    def crash_on_faces(self, name, *args, **kw):
+        if name == "faces":
+            raise RuntimeError("machine lost")
+        real_init(self, name, *args, **kw)
+    monkeypatch.setattr(reproduce.Evaluator, "__init__", crash_on_faces)
+    with pytest.raises(RuntimeError, match="machine lost"):
+        reproduce.run(str(tmp_path), datasets=["mnist", "faces"], bits=(2,), methods=["ot"], scale="tiny",
+                      progress=False, models_dir=models)
+    mnist = json.load(open(tmp_path / "results.json"))["datasets"]["mnist"]
+    assert "seconds" in mnist and "fd" in mnist["runs"][0]      # complete, statistics included: reusable
+
+
+def test_sigterm_keeps_the_results_so_far(models, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+    out = tmp_path / "r"
+    proc = subprocess.Popen([sys.executable, "-m", "fmq_np.cli", "reproduce", "--out", str(out), "--models", models,
+                             "--datasets", "mnist", "--bits", "2,3,4,8", "--methods", "ot,uniform,pwl,log2",
+                             "--scale", "tiny"], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:     # wait for the first measured row
+        try:
+            if json.load(open(out / "results.json"))["datasets"]["mnist"]["runs"]:
+                break
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    saved = json.load(open(out / "results.json"))
+    if proc.returncode == 0:                 # the run was quicker than the signal: nothing was interrupted
+        assert len(saved["datasets"]["mnist"]["runs"]) == 16
+        return
+    assert proc.returncode == 130 and "interrupted: terminated (SIGTERM)" in err
+    assert saved["interrupted"] is True and saved["datasets"]["mnist"]["runs"]
+    assert "interrupted" in open(out / "report.md").read()
+
+
 def test_paper_sampler_check_reports_its_fd_and_the_gap(models, monkeypatch, tmp_path):
     monkeypatch.setitem(reproduce.SCALES, "tiny", dict(reproduce.SCALES["tiny"], paper_check=16))
     monkeypatch.setitem(reproduce.PAPER_STEPS, "midpoint", 3)

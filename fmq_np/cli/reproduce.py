@@ -1,5 +1,6 @@
 """``fmq-np reproduce``: the paper's five-dataset sweep on the shipped models, written as a report."""
 import os
+import signal
 
 from ..errors import InputError
 from ._common import check_output, split_list
@@ -73,14 +74,21 @@ def _reproduce(args):
                f"--methods {args.methods} --scale {args.scale} --seed {args.seed}"
                + (f" --models {args.models}" if args.models else ""))
     client = connect(args.scheduler) if args.scheduler is not None else None
+    previous = signal.signal(signal.SIGTERM, _interrupt)      # kill: keep the rows so far, as Ctrl-C does
     try:
         reproduce.run(args.out, datasets=datasets, bits=bits, methods=methods, scale=args.scale, seed=args.seed,
                       progress=True, command=command, models_dir=args.models, client=client,
                       workers=args.workers)
     finally:
+        signal.signal(signal.SIGTERM, previous)
         if client is not None:
             client.close()
     print(f"wrote {os.path.join(args.out, 'report.md')}, results.json and PNGs")
+
+
+def _interrupt(signum, frame):
+    """SIGTERM handler: stop the sweep the way Ctrl-C does (the report of what was measured is written)."""
+    raise KeyboardInterrupt("terminated (SIGTERM)")
 
 
 def _parse_bits(text):
