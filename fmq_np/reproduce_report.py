@@ -273,7 +273,7 @@ def _dataset_section(name, entry):
         t0 = tuned[0]["tuned"]
         lines += [f"Codebook tuning of the `+tune` rows (`fmq_np.quant.tune`): {t0['n']} trajectories of the default "
                   f"sampler plus training-path pairs ({t0['states']} states, an eighth held out), {t0['iters']} "
-                  f"steps of {t0['batch_size']}; held-out velocity MSE before → after: "
+                  f"steps of {t0['batch_size']} at lr {t0['lr']:g}; held-out velocity MSE before → after: "
                   + "; ".join(f"{r['method']} {r['bits']}-bit {r['tuned']['heldout_mse_before']:.3g} → "
                               f"{r['tuned']['heldout_mse_after']:.3g}" + ("" if r["tuned"]["kept"] else " (not kept)")
                               for r in tuned) + ".", ""]
