@@ -273,8 +273,8 @@ def _measured(ev, jobs, spread):
     """``Evaluator.measure``'s result for each ``(method, bits, seeds)`` job, in the order of ``jobs``: measured
     here (``spread`` None), or one task per job on a ``distributed.Client``'s cluster or in a pool of ``spread``
     (an int) local processes. The evaluator, with its float samples and, if a job needs it, its calibration, is
-    sent to every worker once; results are those of a serial run (to rounding: another process's memory alignment
-    can change the last digits of a sum)."""
+    sent to every worker once; results are those of a serial run to float32 rounding (a process with another
+    thread count or memory alignment can change the last digits of a sum)."""
     if spread is None:
         for method, bits, seeds in jobs:
             yield ev.measure(method, bits, seeds)
