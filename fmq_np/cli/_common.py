@@ -28,6 +28,14 @@ def check_output(*paths):
             raise InputError(f"{path}: folder {folder} is not writable ({exc.strerror or exc})") from None
 
 
+def check_spread(args):
+    """``--scheduler`` / ``--workers`` of a command that spreads its work: not both, and at least one worker."""
+    if args.scheduler is not None and args.workers is not None:
+        raise InputError("give --scheduler (a Dask cluster) or --workers (local processes), not both")
+    if args.workers is not None and args.workers < 1:
+        raise InputError(f"--workers must be >= 1, got {args.workers}")
+
+
 def check_input(path, what="model file"):
     """A one-line error for an input that is a folder or missing (before any loader sees it)."""
     if os.path.isdir(path):

@@ -4,7 +4,7 @@ import os
 import numpy as np
 
 from ..errors import InputError
-from ._common import check_distinct, check_input, check_output
+from ._common import check_distinct, check_input, check_output, check_spread
 from ._files import is_fmq_model, is_quantized, read_named_arrays
 
 
@@ -135,10 +135,7 @@ def _quantize_stream(args):
     --scheduler / --workers)."""
     from .. import quant
     from .._cluster import connect
-    if args.scheduler is not None and args.workers is not None:
-        raise InputError("give --scheduler (a Dask cluster) or --workers (local processes), not both")
-    if args.workers is not None and args.workers < 1:
-        raise InputError(f"--workers must be >= 1, got {args.workers}")
+    check_spread(args)
     client = connect(args.scheduler) if args.scheduler is not None else None
     names = []
     try:

@@ -3,7 +3,7 @@ import os
 import signal
 
 from ..errors import InputError
-from ._common import check_output, split_list
+from ._common import check_output, check_spread, split_list
 
 
 def add_reproduce_parser(sub):
@@ -64,10 +64,7 @@ def _reproduce(args):
     args.scale = args.scale or "default"
     datasets, bits, methods = split_list(args.datasets), _parse_bits(args.bits), split_list(args.methods)
     reproduce.check_args(datasets, bits, methods, args.scale, args.seed)     # fail before creating folders
-    if args.scheduler is not None and args.workers is not None:
-        raise InputError("give --scheduler (a Dask cluster) or --workers (local processes), not both")
-    if args.workers is not None and args.workers < 1:
-        raise InputError(f"--workers must be >= 1, got {args.workers}")
+    check_spread(args)
     reproduce.check_models(datasets, args.models)
     os.makedirs(args.out, exist_ok=True)
     check_output(os.path.join(args.out, "report.md"))
