@@ -30,7 +30,7 @@ from fmq_np.eval.fd_stats import paired_bootstrap
 from fmq_np.nn.optim import AdamW
 from fmq_np.quant.calibrate import quantize_calibrated
 from fmq_np.quant.tensor import QuantizedTensor
-from fmq_np.quant.tune import _Levels, _with_meta
+from fmq_np.quant.tune import TrainableLevels, tuned_model
 
 #: explicit Runge-Kutta tableaux (a, b, c) of the fixed-step solvers endpoint_tune backpropagates through
 TABLEAU = {"heun2": ([[], [1.0]], [0.5, 0.5], [0.0, 1.0]),
@@ -45,7 +45,7 @@ def endpoint_tune(model, qm, x0, x1, *, solver, steps, iters=300, batch_size=16,
     rng = np.random.default_rng(seed)
     student = copy.deepcopy(model)
     live, grads = student.parameters(), student.gradients()
-    levels = {k: _Levels(qt) for k, qt in qm.tensors.items() if isinstance(qt, QuantizedTensor)}
+    levels = {k: TrainableLevels(qt) for k, qt in qm.tensors.items() if isinstance(qt, QuantizedTensor)}
     floats = [k for k, v in qm.tensors.items() if k not in levels and np.asarray(v).dtype.kind == "f"]
     for k, v in qm.tensors.items():
         np.copyto(live[k], levels[k].weights() if k in levels else np.asarray(v))
@@ -85,7 +85,7 @@ def endpoint_tune(model, qm, x0, x1, *, solver, steps, iters=300, batch_size=16,
             np.copyto(live[k], lv.weights())
     tensors = {k: levels[k].tensor() if k in levels else live[k].copy() if k in floats else v
                for k, v in qm.tensors.items()}
-    return _with_meta(qm, tensors, dict(endpoint_iters=iters, first_loss=losses[0], last_loss=losses[-1]))
+    return tuned_model(qm, tensors, dict(endpoint_iters=iters, first_loss=losses[0], last_loss=losses[-1]))
 
 
 def main(argv=None):

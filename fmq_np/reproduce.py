@@ -297,22 +297,13 @@ def _on_cluster(ev, jobs, client):
 
 
 def _in_processes(ev, jobs, workers):
-    """:func:`_measured` in ``workers`` spawned processes, each holding a copy of ``ev`` and using
-    ``os.cpu_count() // workers`` Numba and BLAS threads; they are stopped at once when the caller stops early
+    """:func:`_measured` in ``workers`` spawned processes, each holding a copy of ``ev`` and using its share of the
+    CPUs (:func:`fmq_np._workers.cpu_share`); they are stopped at once when the caller stops early
     (Ctrl-C, an error)."""
     import multiprocessing
-    threads = str(max(1, (os.cpu_count() or 1) // workers))
-    names = ("NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
-    saved = {k: os.environ.get(k) for k in names}
-    os.environ.update({k: threads for k in names})        # read by each process as it starts
-    try:
+    from ._workers import cpu_share
+    with cpu_share(workers):
         pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_hold_evaluator, initargs=(ev,))
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
     try:
         yield from pool.imap(_measure_held, jobs)
         pool.close()

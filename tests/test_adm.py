@@ -336,14 +336,20 @@ def test_torchcfm_mlp_from_its_pth_matches_torch(tmp_path):
 
 def test_forward_and_backward_return_new_arrays():
     """With one image channel a transpose is contiguous: the output and dx must still be the caller's own arrays,
-    not the layers' reused buffers (a reverse pass through a solver keeps several)."""
+    not the layers' reused buffers (a reverse pass through a solver keeps several). Random weights throughout: the
+    zero-initialised output convolution would make every output and dx zero, equal whether overwritten or not."""
     model = _tiny()
     rng = np.random.default_rng(3)
+    for a in model.parameters().values():
+        a[...] = 0.2 * rng.standard_normal(a.shape)
     x1, x2 = (rng.standard_normal((2, 1, 8, 8)).astype(np.float32) for _ in range(2))
     t = np.array([0.2, 0.7], np.float32)
     y1 = model.forward(x1, t)
     dx1 = model.backward(np.ones_like(y1))
     kept = y1.copy(), dx1.copy()
-    model.backward(np.ones_like(model.forward(x2, t)))
+    y2 = model.forward(x2, t)
+    dx2 = model.backward(rng.standard_normal(y2.shape).astype(np.float32))
+    assert np.abs(y1).max() > 0 and np.abs(dx1).max() > 0
     np.testing.assert_array_equal(y1, kept[0])
     np.testing.assert_array_equal(dx1, kept[1])
+    assert not np.shares_memory(y1, y2) and not np.shares_memory(dx1, dx2)

@@ -6,7 +6,7 @@ import pytest
 
 import fmq_np as fq
 from fmq_np.errors import InputError
-from fmq_np.quant.tune import _Levels, tune_codebooks
+from fmq_np.quant.tune import TrainableLevels, tune_codebooks
 
 from gradcheck import check_directional
 
@@ -34,7 +34,7 @@ def test_level_gradient_is_the_chain_rule_through_the_codes(method):
     rng = np.random.default_rng(0)
     w = rng.standard_normal((3, 2, 3, 3))
     qt = fq.quant.quantize(w, bits=2, method=method, granularity="channel")
-    lv = _Levels(qt)
+    lv = TrainableLevels(qt)
     arrays = {"u": lv.u.astype(np.float64)}
 
     def forward():
@@ -43,7 +43,7 @@ def test_level_gradient_is_the_chain_rule_through_the_codes(method):
 
     check_directional(forward, lambda dy: {"u": lv.gradient(dy).astype(np.float64)}, arrays, rng, eps=1e-2,
                       rtol=2e-4, atol=1e-4, directions=3)
-    assert np.array_equal(_Levels(qt).weights(), qt.dequantize())          # untouched levels rebuild the tensor
+    assert np.array_equal(TrainableLevels(qt).weights(), qt.dequantize())          # untouched levels rebuild the tensor
 
 
 def test_tuning_lowers_the_heldout_error_and_keeps_the_codes(mlp, data):

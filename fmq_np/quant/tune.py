@@ -83,7 +83,7 @@ def tune_codebooks(model, qm, data=None, *, n=64, solver="heun2", steps=8, seed=
 
     student = copy.deepcopy(model)
     live, grads = student.parameters(), student.gradients()
-    levels = {k: _Levels(qt) for k, qt in qm.tensors.items() if isinstance(qt, QuantizedTensor)}
+    levels = {k: TrainableLevels(qt) for k, qt in qm.tensors.items() if isinstance(qt, QuantizedTensor)}
     float_names = [k for k, v in qm.tensors.items() if k not in levels and floats
                    and np.asarray(v).dtype.kind == "f"]
     for k, v in qm.tensors.items():
@@ -116,7 +116,7 @@ def tune_codebooks(model, qm, data=None, *, n=64, solver="heun2", steps=8, seed=
                 seed=int(seed), states=n_states,
                 heldout_mse_before=before, heldout_mse_after=after, kept=bool(after < before))
     if not after < before:
-        return _with_meta(qm, dict(qm.tensors), info)
+        return tuned_model(qm, dict(qm.tensors), info)
     tensors = {}
     for k, v in qm.tensors.items():
         if k in levels:
@@ -125,10 +125,12 @@ def tune_codebooks(model, qm, data=None, *, n=64, solver="heun2", steps=8, seed=
             tensors[k] = live[k].copy()
         else:
             tensors[k] = v
-    return _with_meta(qm, tensors, info)
+    return tuned_model(qm, tensors, info)
 
 
-def _with_meta(qm, tensors, info):
+def tuned_model(qm, tensors, info):
+    """``qm`` with its tensors replaced by ``tensors`` (same names) and ``info`` recorded as ``meta["tuned"]``;
+    originals, skipped tensors and sensitivities carried over (for tuning loops other than :func:`tune_codebooks`)."""
     from fmq_np.quant.model import QuantizedModel
     out = QuantizedModel(tensors, dict(qm.meta, tuned=info), qm._originals, qm._skipped)
     if hasattr(qm, "sensitivity"):
@@ -142,7 +144,7 @@ def _loss(model, x, t, target):
     return float(np.mean((_velocity(model, x, t, 128) - target) ** 2))
 
 
-class _Levels:
+class TrainableLevels:
     """The trainable levels of one quantized tensor: ``u`` float32, the change of each level in units of its row's
     RMS weight ``s`` (G, 1), zero at the start (so that untouched levels are the quantizer's, bit for bit); per row
     one number per level, or two (the change of scale and offset) for an affine (uniform) tensor."""
@@ -200,4 +202,4 @@ class _Levels:
                                group_size=qt.group_size, meta=meta)
 
 
-__all__ = ["tune_codebooks"]
+__all__ = ["tune_codebooks", "tuned_model", "TrainableLevels"]
