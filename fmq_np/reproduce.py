@@ -298,11 +298,11 @@ def _on_cluster(ev, jobs, client):
 
 def _in_processes(ev, jobs, workers):
     """:func:`_measured` in ``workers`` spawned processes, each holding a copy of ``ev`` and using its share of the
-    CPUs (:func:`fmq_np._workers.cpu_share`); they are stopped at once when the caller stops early
+    CPUs (:func:`fmq_np._workers.worker_environment`); they are stopped at once when the caller stops early
     (Ctrl-C, an error)."""
     import multiprocessing
-    from ._workers import cpu_share
-    with cpu_share(workers):
+    from ._workers import worker_environment
+    with worker_environment(workers):
         pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_hold_evaluator, initargs=(ev,))
     try:
         yield from pool.imap(_measure_held, jobs)

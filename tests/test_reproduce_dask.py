@@ -3,7 +3,7 @@ every number is the one the serial run measures."""
 import pytest
 
 from fmq_np import reproduce
-from test_reproduce import differences, measured_numbers, write_models
+from test_reproduce import measured_numbers, run_differences, write_models
 
 distributed = pytest.importorskip("distributed")
 
@@ -28,4 +28,4 @@ def test_rows_on_a_cluster_equal_the_serial_run(models, client, tmp_path):
     spread = reproduce.run(str(tmp_path / "dask"), client=client, **kw)
     assert [(r["method"], r["bits"]) for r in spread["datasets"]["mnist"]["runs"]] == \
         [(m, b) for m in METHODS for b in (2, 3)]
-    assert differences(measured_numbers(spread), measured_numbers(serial)) == []
+    assert run_differences(measured_numbers(spread), measured_numbers(serial)) == []

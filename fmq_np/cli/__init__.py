@@ -36,6 +36,14 @@ def build_parser():
     return parser
 
 
+def console():
+    """The ``fmq-np`` command (console script and ``python -m fmq_np.cli``): :func:`main` in a process of its own,
+    with :mod:`fmq_np._allocator`'s malloc settings; exits with its code."""
+    from .._allocator import keep_freed_memory
+    keep_freed_memory()
+    sys.exit(main())
+
+
 def main(argv=None):
     """Run ``fmq-np`` on ``argv`` (default ``sys.argv[1:]``); returns the exit code (usage errors exit with 2)."""
     parser = build_parser()

@@ -1,6 +1,4 @@
 """``python -m fmq_np.cli``: the ``fmq-np`` console script."""
-import sys
+from . import console
 
-from . import main
-
-sys.exit(main())
+console()

@@ -232,8 +232,8 @@ class _Jobs:
             return
         import concurrent.futures
         import multiprocessing
-        from .._workers import cpu_share
-        with cpu_share(self.workers), concurrent.futures.ProcessPoolExecutor(
+        from .._workers import worker_environment
+        with worker_environment(self.workers), concurrent.futures.ProcessPoolExecutor(
                 self.workers, mp_context=multiprocessing.get_context("spawn")) as pool:   # it spawns as it goes
             yield (lambda name, payload: pool.submit(quantize_one, name, payload, self.settings, self.device),
                    2 * self.workers)
