@@ -25,6 +25,9 @@ def _parse():
                    help="threads of NumPy's BLAS (default: --threads); 1 avoids OpenBLAS spin-waits on a busy machine")
     p.add_argument("--repeats", type=int, default=5, help="timed repeats per case and library (median reported)")
     p.add_argument("--cases", default="mlp,unet", help="comma list of: mlp, unet, unet16, sample16, sample32")
+    p.add_argument("--keep-freed-memory", action="store_true",
+                   help="apply the fmq-np command's malloc settings (fmq_np._allocator) to this process, for both "
+                        "libraries")
     p.add_argument("--out", default=None, help="write the results as JSON here")
     return p.parse_args()
 
@@ -192,6 +195,9 @@ def timed(step, steps):
 
 
 def main():
+    if ARGS.keep_freed_memory:
+        from fmq_np._allocator import keep_freed_memory
+        keep_freed_memory()
     threads = _numba.set_threads(ARGS.threads)
     if torch is not None:
         torch.set_num_threads(threads)
@@ -218,6 +224,7 @@ def main():
         rows.append(row)
         print(json.dumps({k: v for k, v in row.items() if not k.endswith("_runs")}), flush=True)
     meta = dict(threads=threads, blas_threads=ARGS.blas_threads, repeats=ARGS.repeats,
+                keep_freed_memory=ARGS.keep_freed_memory,
                 python=platform.python_version(), numpy=np.__version__,
                 torch=None if torch is None else torch.__version__, machine=platform.machine(),
                 processor=platform.processor(), cpus=os.cpu_count(), load_avg=os.getloadavg(),

@@ -237,6 +237,10 @@ def _run_dataset(out_dir, name, bits, methods, cfg, seed, progress, results, mod
         cfg = dict(cfg, **cfg["standins"])
     model, meta, model_file = load_shipped_model(name, models_dir)
     ev = Evaluator(name, model, cfg, seed, progress, models_dir)
+    jobs = [(m, b, len(ev.x0) if b in cfg["headline_bits"] else 1) for m in methods for b in bits]
+    if spread is not None and any(TUNED.get(method, method) in CALIBRATED for method, _, _ in jobs):
+        ev.calibration()                          # once, here, rather than once per worker
+    paper = _PaperCheck(ev, beside_rows=spread is not None)
     entry = dict(paper_dataset=PAPER_NAMES[name][0], model_file=recorded_path(model_file, models_dir),
                  model_sha256=model_digest(model),
                  recipe=meta.get("recipe"),
@@ -245,12 +249,12 @@ def _run_dataset(out_dir, name, bits, methods, cfg, seed, progress, results, mod
                  solver=ev.solver, solver_steps=ev.steps, n_samples=ev.n, seeds=len(ev.x0),
                  headline_bits=[b for b in cfg["headline_bits"] if b in bits], feature_net=ev.feature_info,
                  likelihood_float=ev.likelihood_row(ev.bpd_float),
-                 fd_floor=ev.floor, fd_noise=ev.fd_noise, latent_float=ev.latent_float, paper_sampler=ev.paper_info,
+                 fd_floor=ev.floor, fd_noise=ev.fd_noise, latent_float=ev.latent_float, paper_sampler=None,
                  runs=[])
     results["datasets"][name] = entry
     images.save_samples_png(os.path.join(folder, "real.png"), ev.real[:64])
     images.save_samples_png(os.path.join(folder, "samples_float.png"), ev.float_samples[0][:64])
-    jobs = [(m, b, len(ev.x0) if b in entry["headline_bits"] else 1) for m in methods for b in bits]
+    finished = False
     try:
         for k, ((method, b, _), (row, samples, features)) in enumerate(zip(jobs, _measured(ev, jobs, spread))):
             ev.features.update(features)
@@ -260,13 +264,51 @@ def _run_dataset(out_dir, name, bits, methods, cfg, seed, progress, results, mod
                            f"psnr {row['psnr']:.2f} dB, ssim {row['ssim']:.3f}, drift {row['drift']:.3g}")
             if b in (2, 3):
                 images.save_samples_png(os.path.join(folder, f"samples_{method}_{b}bit.png"), samples[:64])
+        finished = True
     finally:
+        entry["paper_sampler"] = paper.finish(wait=finished)
         if ev.has_fd:
             _say(progress, f"  {name}: bootstrap intervals ({cfg['n_boot']} replicates)")
             dataset_statistics(entry, ev, cfg["n_boot"], seed)
         entry["calibration"] = ev.calibration_info
         entry["seconds"] = time.perf_counter() - t0
         write_json(os.path.join(out_dir, "results.json"), results)   # the finished dataset, before the next one
+
+
+class _PaperCheck:
+    """:meth:`Evaluator.paper_check` (when the evaluator has one to do): here and now, or, ``beside_rows``, in a
+    thread of this process while the rows run in other processes (this process only waits for them then), so
+    that the check shares the cores with the rows instead of running before them. Start it after everything
+    else this process computes for the dataset until the rows are back (the calibration). :meth:`finish` stores
+    its result on the evaluator and returns ``paper_info``."""
+
+    def __init__(self, ev, beside_rows):
+        import threading
+        self.ev, self.result, self.error, self.thread = ev, None, None, None
+        if not ev.n_paper:
+            return
+        if not beside_rows:
+            self.result = ev.paper_check()
+            return
+        self.thread = threading.Thread(target=self._run, daemon=True, name="paper-check")
+        self.thread.start()
+
+    def _run(self):
+        try:
+            self.result = self.ev.paper_check()
+        except BaseException as exc:     # re-raised by finish, in the caller's thread
+            self.error = exc
+
+    def finish(self, wait=True):
+        """Wait for the check (``wait`` False: an interrupted run takes it only if it is done) and keep its result;
+        returns ``paper_info`` (None without a check, or when it was not waited for and had not finished)."""
+        if self.thread is not None:
+            self.thread.join(None if wait else 0)
+            if self.error is not None and wait:
+                raise self.error
+        if self.result is not None:
+            self.ev.paper_features, self.ev.paper_info = self.result
+        return self.ev.paper_info
 
 
 def _measured(ev, jobs, spread):
@@ -279,8 +321,6 @@ def _measured(ev, jobs, spread):
         for method, bits, seeds in jobs:
             yield ev.measure(method, bits, seeds)
         return
-    if any(TUNED.get(method, method) in CALIBRATED for method, _, _ in jobs):
-        ev.calibration()                          # once, here, rather than once per worker
     yield from (_in_processes if isinstance(spread, int) else _on_cluster)(ev, jobs, spread)
 
 
@@ -414,7 +454,8 @@ class Evaluator:
         self.calib_n, self._calibration, self.calibration_info = cfg["calib_n"], None, None
         self.tune_n, self.tune_iters, self.tune_lr = cfg["tune_n"], cfg["tune_iters"], cfg["tune_lr"]
         self.features = {}           # (name, seed index) -> features of that sample set, for the FD statistics
-        self.feature_info, self.floor, self.fd_noise, self.paper_info = None, None, None, None
+        self.feature_info, self.floor, self.fd_noise = None, None, None
+        self.paper_features, self.paper_info = None, None
         if not self.has_fd:
             return
         self.net, meta, path = load_feature_net(name, models_dir, test.shape[1:])
@@ -429,12 +470,12 @@ class Evaluator:
             self.features["float", k] = image_features(self.net, s)
         _say(progress, f"  float FD {_fd(self.features['float', 0], self.ref_features):.4g}; real-data floor "
                        f"{self.floor['mean']:.4g} ± {self.floor['std']:.2g}; noise {self.fd_noise:.4g}")
-        if self.n_paper:
-            self._paper_check()
 
-    def _paper_check(self):
+    def paper_check(self):
         """The float model sampled from the first ``n_paper`` noise vectors of the first draw with the paper's own
-        solver settings (features kept apart from ``features``: another n)."""
+        solver settings: ``(features, info)``, to be kept in ``paper_features`` (apart from ``features``: another
+        n) and ``paper_info``. Changes nothing on the evaluator, so that it can run beside the rows while the
+        evaluator is being sent to their workers."""
         from . import flow
         from .eval import image_features
         solver = PAPER_NAMES[self.name][1]
@@ -444,9 +485,9 @@ class Evaluator:
         t0 = time.perf_counter()
         samples = flow.sample(self.model, x0=self.x0[0][:self.n_paper], solver=solver, steps=steps,
                               atol=PAPER_TOLERANCE, rtol=PAPER_TOLERANCE, progress=False)
-        self.paper_features = image_features(self.net, samples)
-        self.paper_info = dict(solver=solver, steps=steps, seconds=time.perf_counter() - t0, n_samples=self.n_paper,
-                               tolerance=PAPER_TOLERANCE if solver == "dopri5" else None)
+        return image_features(self.net, samples), dict(
+            solver=solver, steps=steps, seconds=time.perf_counter() - t0, n_samples=self.n_paper,
+            tolerance=PAPER_TOLERANCE if solver == "dopri5" else None)
 
     def _bits_per_dim(self, model):
         """Bits/dim (n_likelihood,) of the likelihood images under ``model`` (same probes for every model), or None."""

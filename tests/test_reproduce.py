@@ -36,8 +36,9 @@ def measured_numbers(results, name="mnist"):
     entry = dict(results["datasets"][name])
     for key in ("seconds", "model_file"):
         entry.pop(key)
-    if entry.get("calibration"):
-        entry["calibration"] = {k: v for k, v in entry["calibration"].items() if k != "seconds"}
+    for key in ("calibration", "paper_sampler"):
+        if entry.get(key):
+            entry[key] = {k: v for k, v in entry[key].items() if k != "seconds"}
     return json.loads(json.dumps(entry, default=float))
 
 
@@ -303,13 +304,16 @@ def test_model_trained_with_other_settings_is_refused(tmp_path):
         reproduce.run(str(tmp_path / "r"), datasets=["mnist"], scale="tiny", progress=False, models_dir=str(tmp_path))
 
 
-def test_rows_in_local_worker_processes_equal_the_serial_run(models, tmp_path):
+def test_rows_in_local_worker_processes_equal_the_serial_run(models, monkeypatch, tmp_path):
+    """Also the paper-sampler check, which runs beside the worker processes (in a thread) instead of before."""
+    monkeypatch.setitem(reproduce.SCALES, "tiny", dict(reproduce.SCALES["tiny"], paper_check=8))
     kw = dict(datasets=["mnist"], bits=(2, 3), methods=["ot", "ot-opt+ef"], scale="tiny", progress=False,
               models_dir=models)
     serial = reproduce.run(str(tmp_path / "serial"), **kw)
     spread = reproduce.run(str(tmp_path / "workers"), workers=2, **kw)
     assert [(r["method"], r["bits"]) for r in spread["datasets"]["mnist"]["runs"]] == \
         [(m, b) for m in ("ot", "ot-opt+ef") for b in (2, 3)]
+    assert spread["datasets"]["mnist"]["paper_sampler"]["fd"]["n_samples"] == 8
     assert run_differences(measured_numbers(spread), measured_numbers(serial)) == []
     with pytest.raises(InputError, match="workers must be"):
         reproduce.run(str(tmp_path / "w0"), workers=0, **kw)
