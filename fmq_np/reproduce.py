@@ -99,6 +99,9 @@ TUNED = {
 #: every method ``--methods`` accepts: the paper's four and ot-opt (the default sweep), then the calibrated and the
 #: tuned ones
 ALL_METHODS = METHODS + tuple(CALIBRATED) + tuple(TUNED)
+#: the task of a dataset's sweep that samples the float model with the paper's own settings (its other tasks are
+#: ``(method, bits, seeds)`` rows)
+PAPER_JOB = ("paper-check",)
 #: what ``--quick`` runs
 QUICK = dict(datasets=("mnist", "fashion"), bits=(2, 3, 4), scale="quick")
 
@@ -115,8 +118,9 @@ def run(out_dir, *, datasets=DATASETS, bits=BITS, methods=METHODS, scale="defaul
     task each on its cluster (each task samples every noise seed of its row), with the same results as a serial run;
     ``workers``: the same rows in that many local processes instead (no Dask; each process gets an equal share of
     this machine's CPUs as Numba and BLAS threads). The float model's own samples and the calibration are computed
-    here, before the rows are handed out. The processes are spawned, so they import the calling script: call
-    ``run(..., workers=N)`` from under ``if __name__ == "__main__":``.
+    here, before the rows are handed out; the float model's paper-sampler check is handed out with them. The
+    processes are spawned, so they import the calling script: call ``run(..., workers=N)`` from under
+    ``if __name__ == "__main__":``.
 
     A dataset that ``out_dir/results.json`` already holds complete, from a run with the same settings and the same
     model (SHA-256 of its config and weights), is reused, not measured again: a sweep can be run a few datasets at
@@ -240,7 +244,7 @@ def _run_dataset(out_dir, name, bits, methods, cfg, seed, progress, results, mod
     jobs = [(m, b, len(ev.x0) if b in cfg["headline_bits"] else 1) for m in methods for b in bits]
     if spread is not None and any(TUNED.get(method, method) in CALIBRATED for method, _, _ in jobs):
         ev.calibration()                          # once, here, rather than once per worker
-    paper = _PaperCheck(ev, beside_rows=spread is not None)
+    tasks = ([PAPER_JOB] if ev.n_paper else []) + jobs    # the longest first, so that it does not finish last
     entry = dict(paper_dataset=PAPER_NAMES[name][0], model_file=recorded_path(model_file, models_dir),
                  model_sha256=model_digest(model),
                  recipe=meta.get("recipe"),
@@ -254,19 +258,24 @@ def _run_dataset(out_dir, name, bits, methods, cfg, seed, progress, results, mod
     results["datasets"][name] = entry
     images.save_samples_png(os.path.join(folder, "real.png"), ev.real[:64])
     images.save_samples_png(os.path.join(folder, "samples_float.png"), ev.float_samples[0][:64])
-    finished = False
+    rows = {}                # task index -> row; entry["runs"] keeps them in the order of jobs
     try:
-        for k, ((method, b, _), (row, samples, features)) in enumerate(zip(jobs, _measured(ev, jobs, spread))):
+        for i, result in _measured(ev, tasks, spread):
+            if tasks[i] == PAPER_JOB:
+                ev.paper_features, ev.paper_info = result
+                entry["paper_sampler"] = ev.paper_info
+                continue
+            method, b, _ = tasks[i]
+            row, samples, features = result
             ev.features.update(features)
-            entry["runs"].append(row)
+            rows[i] = row
+            entry["runs"] = [rows[k] for k in sorted(rows)]
             write_json(os.path.join(out_dir, "results.json"), results)
-            _say(progress, f"  {name} {method:7s} {b}-bit ({k + 1}/{len(methods) * len(bits)}): "
+            _say(progress, f"  {name} {method:7s} {b}-bit ({len(rows)}/{len(jobs)}): "
                            f"psnr {row['psnr']:.2f} dB, ssim {row['ssim']:.3f}, drift {row['drift']:.3g}")
             if b in (2, 3):
                 images.save_samples_png(os.path.join(folder, f"samples_{method}_{b}bit.png"), samples[:64])
-        finished = True
     finally:
-        entry["paper_sampler"] = paper.finish(wait=finished)
         if ev.has_fd:
             _say(progress, f"  {name}: bootstrap intervals ({cfg['n_boot']} replicates)")
             dataset_statistics(entry, ev, cfg["n_boot"], seed)
@@ -275,68 +284,33 @@ def _run_dataset(out_dir, name, bits, methods, cfg, seed, progress, results, mod
         write_json(os.path.join(out_dir, "results.json"), results)   # the finished dataset, before the next one
 
 
-class _PaperCheck:
-    """:meth:`Evaluator.paper_check` (when the evaluator has one to do): here and now, or, ``beside_rows``, in a
-    thread of this process while the rows run in other processes (this process only waits for them then), so
-    that the check shares the cores with the rows instead of running before them. Start it after everything
-    else this process computes for the dataset until the rows are back (the calibration). :meth:`finish` stores
-    its result on the evaluator and returns ``paper_info``."""
-
-    def __init__(self, ev, beside_rows):
-        import threading
-        self.ev, self.result, self.error, self.thread = ev, None, None, None
-        if not ev.n_paper:
-            return
-        if not beside_rows:
-            self.result = ev.paper_check()
-            return
-        self.thread = threading.Thread(target=self._run, daemon=True, name="paper-check")
-        self.thread.start()
-
-    def _run(self):
-        try:
-            self.result = self.ev.paper_check()
-        except BaseException as exc:     # re-raised by finish, in the caller's thread
-            self.error = exc
-
-    def finish(self, wait=True):
-        """Wait for the check (``wait`` False: an interrupted run takes it only if it is done) and keep its result;
-        returns ``paper_info`` (None without a check, or when it was not waited for and had not finished)."""
-        if self.thread is not None:
-            self.thread.join(None if wait else 0)
-            if self.error is not None and wait:
-                raise self.error
-        if self.result is not None:
-            self.ev.paper_features, self.ev.paper_info = self.result
-        return self.ev.paper_info
-
-
-def _measured(ev, jobs, spread):
-    """``Evaluator.measure``'s result for each ``(method, bits, seeds)`` job, in the order of ``jobs``: measured
-    here (``spread`` None), or one task per job on a ``distributed.Client``'s cluster or in a pool of ``spread``
-    (an int) local processes. The evaluator, with its float samples and, if a job needs it, its calibration, is
-    sent to every worker once; results are those of a serial run to float32 rounding (a process with another
-    thread count or memory alignment can change the last digits of a sum)."""
+def _measured(ev, tasks, spread):
+    """``(index, Evaluator.run_task's result)`` for each of ``tasks``: in their order when measured here (``spread``
+    None), else as they finish, one task each on a ``distributed.Client``'s cluster or in a pool of ``spread`` (an
+    int) local processes. The evaluator, with its float samples and, if a row needs it, its calibration, is sent
+    to every worker once; results are those of a serial run to float32 rounding (a process with another thread
+    count or memory alignment can change the last digits of a sum)."""
     if spread is None:
-        for method, bits, seeds in jobs:
-            yield ev.measure(method, bits, seeds)
+        for i, task in enumerate(tasks):
+            yield i, ev.run_task(task)
         return
-    yield from (_in_processes if isinstance(spread, int) else _on_cluster)(ev, jobs, spread)
+    yield from (_in_processes if isinstance(spread, int) else _on_cluster)(ev, tasks, spread)
 
 
-def _on_cluster(ev, jobs, client):
+def _on_cluster(ev, tasks, client):
     """:func:`_measured` as Dask tasks; the tasks not yet done are cancelled when the caller stops early."""
+    from distributed import as_completed
     remote = client.scatter(ev, broadcast=True)
-    futures = [client.submit(Evaluator.measure, remote, method, bits, seeds, pure=False)
-               for method, bits, seeds in jobs]
+    futures = [client.submit(Evaluator.run_task, remote, task, pure=False) for task in tasks]
+    index = {future.key: i for i, future in enumerate(futures)}
     try:
-        for future in futures:
-            yield future.result()
+        for future in as_completed(futures):
+            yield index[future.key], future.result()
     finally:
         client.cancel(futures)
 
 
-def _in_processes(ev, jobs, workers):
+def _in_processes(ev, tasks, workers):
     """:func:`_measured` in ``workers`` spawned processes, each holding a copy of ``ev`` and using its share of the
     CPUs (:func:`fmq_np._workers.worker_environment`); they are stopped at once when the caller stops early
     (Ctrl-C, an error)."""
@@ -345,7 +319,7 @@ def _in_processes(ev, jobs, workers):
     with worker_environment(workers):
         pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_hold_evaluator, initargs=(ev,))
     try:
-        yield from pool.imap(_measure_held, jobs)
+        yield from pool.imap_unordered(_run_held, enumerate(tasks))
         pool.close()
     finally:
         pool.terminate()
@@ -360,9 +334,10 @@ def _hold_evaluator(ev):
     _HELD["ev"] = ev
 
 
-def _measure_held(job):
-    """:meth:`Evaluator.measure` of one ``(method, bits, seeds)`` job on the worker's evaluator."""
-    return _HELD["ev"].measure(*job)
+def _run_held(indexed_task):
+    """``(index, Evaluator.run_task(task))`` on the worker's evaluator."""
+    i, task = indexed_task
+    return i, _HELD["ev"].run_task(task)
 
 
 def load_shipped_model(name, models_dir=None):
@@ -474,8 +449,7 @@ class Evaluator:
     def paper_check(self):
         """The float model sampled from the first ``n_paper`` noise vectors of the first draw with the paper's own
         solver settings: ``(features, info)``, to be kept in ``paper_features`` (apart from ``features``: another
-        n) and ``paper_info``. Changes nothing on the evaluator, so that it can run beside the rows while the
-        evaluator is being sent to their workers."""
+        n) and ``paper_info`` by the caller (it may run on a worker's copy of the evaluator)."""
         from . import flow
         from .eval import image_features
         solver = PAPER_NAMES[self.name][1]
@@ -547,6 +521,11 @@ class Evaluator:
         from .quant.tune import tune_codebooks
         return tune_codebooks(self.model, qm, datasets.load(self.name), n=self.tune_n, solver=self.solver,
                               steps=self.steps, seed=self.seed + 11, iters=self.tune_iters, lr=self.tune_lr)
+
+    def run_task(self, task):
+        """One task of a dataset's sweep: :data:`PAPER_JOB` → :meth:`paper_check`, a ``(method, bits, seeds)`` row
+        → :meth:`measure`."""
+        return self.paper_check() if task == PAPER_JOB else self.measure(*task)
 
     def measure(self, method, bits, seeds=1):
         """Quantize with ``method`` at ``bits`` and measure on the first ``seeds`` noise draws; returns

@@ -241,6 +241,9 @@ def _dataset_section(name, entry):
                   "and random-weight features carry no information (their FDs were ~1e-5 whatever the samples); a "
                   "self-supervised net trained on 100 images would be no better. The rows below give the paper's "
                   "velocity PSNR/SSIM, the sample drift and the latent stability only.", ""]
+    elif "fd_float" not in entry:
+        lines += ["The run was stopped before this set's FD statistics were computed: its rows below have no FD "
+                  "(their sample features were in memory only; run the set again).", ""]
     else:
         feat = entry["feature_net"]
         floor = entry["fd_floor"]

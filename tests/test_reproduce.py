@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import fmq_np as fq
-from fmq_np import datasets, recipes, reproduce
+from fmq_np import datasets, recipes, reproduce, reproduce_report
 from fmq_np.cli import main
 from fmq_np.errors import InputError
 from fmq_np.reproduce_report import KEEP_TOLERANCE, verdicts
@@ -205,6 +205,20 @@ def test_ctrl_c_keeps_the_results_so_far(sweep, models, monkeypatch, tmp_path):
     assert saved["interrupted"] is True and len(saved["datasets"]["mnist"]["runs"]) == 1
     assert "fd" in saved["datasets"]["mnist"]["runs"][0]          # its statistics were still computed
     assert "interrupted (Ctrl-C)" in open(tmp_path / "report.md").read()
+
+
+def test_ctrl_c_during_the_statistics_still_writes_a_report(models, monkeypatch, tmp_path):
+    """A second Ctrl-C (or SIGTERM) while the bootstrap runs: the report says the set has no FD yet (it used to
+    fail with a KeyError on the missing statistics and write nothing)."""
+    def interrupted(*args, **kw):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(reproduce_report, "dataset_statistics", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        reproduce.run(str(tmp_path), datasets=["mnist"], bits=(2,), methods=["ot"], scale="tiny", progress=False,
+                      models_dir=models)
+    saved = json.load(open(tmp_path / "results.json"))
+    assert saved["interrupted"] is True and len(saved["datasets"]["mnist"]["runs"]) == 1
+    assert "stopped before this set's FD statistics" in open(tmp_path / "report.md").read()
 
 
 def test_a_finished_dataset_is_on_disk_before_the_next_one_starts(models, monkeypatch, tmp_path):

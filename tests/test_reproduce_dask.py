@@ -22,10 +22,13 @@ def client():
         yield c
 
 
-def test_rows_on_a_cluster_equal_the_serial_run(models, client, tmp_path):
+def test_rows_on_a_cluster_equal_the_serial_run(models, client, monkeypatch, tmp_path):
+    """Rows and the paper-sampler check come back as they finish; the report keeps the serial order."""
+    monkeypatch.setitem(reproduce.SCALES, "tiny", dict(reproduce.SCALES["tiny"], paper_check=8))
     kw = dict(datasets=["mnist"], bits=(2, 3), methods=METHODS, scale="tiny", progress=False, models_dir=models)
     serial = reproduce.run(str(tmp_path / "serial"), **kw)
     spread = reproduce.run(str(tmp_path / "dask"), client=client, **kw)
     assert [(r["method"], r["bits"]) for r in spread["datasets"]["mnist"]["runs"]] == \
         [(m, b) for m in METHODS for b in (2, 3)]
+    assert spread["datasets"]["mnist"]["paper_sampler"]["fd"]["n_samples"] == 8
     assert run_differences(measured_numbers(spread), measured_numbers(serial)) == []
