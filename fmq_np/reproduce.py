@@ -422,7 +422,7 @@ class Evaluator:
         self.seed = seed
         self.bpd_float = self._bits_per_dim(model)
         self.x0 = [flow.noise(model, n, seed=seed + 1000 * (k + 1)) for k in range(cfg["seeds"])]
-        self.n_paper = min(cfg["paper_check"], n)
+        self.n_paper = min(cfg["paper_check"], n) if self.has_fd else 0    # its FD needs the feature net
         _say(progress, f"  sampling {len(self.x0)} × {n} images from the float model ({self.solver}, "
                        f"{self.steps} steps)")
         self.float_samples = [self._sample(model, x0) for x0 in self.x0]

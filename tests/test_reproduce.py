@@ -267,8 +267,9 @@ def test_sigterm_keeps_the_results_so_far(models, tmp_path):
 def test_paper_sampler_check_reports_its_fd_and_the_gap(models, monkeypatch, tmp_path):
     monkeypatch.setitem(reproduce.SCALES, "tiny", dict(reproduce.SCALES["tiny"], paper_check=16))
     monkeypatch.setitem(reproduce.PAPER_STEPS, "midpoint", 3)
-    res = reproduce.run(str(tmp_path), datasets=["mnist"], bits=(2,), methods=["ot"], scale="tiny",
+    res = reproduce.run(str(tmp_path), datasets=["mnist", "faces"], bits=(2,), methods=["ot"], scale="tiny",
                         progress=False, models_dir=models)
+    assert res["datasets"]["faces"]["paper_sampler"] is None          # no feature net, so no FD to check
     paper = res["datasets"]["mnist"]["paper_sampler"]
     assert paper["solver"] == "midpoint" and paper["steps"] == 3 and paper["n_samples"] == 16
     assert paper["fd"]["n_samples"] == paper["fd_default_same_noise"]["n_samples"] == 16
