@@ -17,7 +17,7 @@ def add_reproduce_parser(sub):
                                    "to ot and to the float model), sample drift and latent stability; write "
                                    "OUT/report.md with a verdict on the paper's claim per dataset, OUT/results.json, "
                                    "sample grids and a plot. Ctrl-C (or SIGTERM) keeps the results so far. Measured "
-                                   "on 2 cores: the default run 77 min of one-core work; --quick 5.5 min, 3.4 min "
+                                   "on 2 cores: the default run 28 min with --workers 2; --quick 5.5 min, 3.4 min "
                                    "with --workers 2.")
     p.add_argument("--out", default="runs/repro", help="output folder (default runs/repro)")
     p.add_argument("--quick", action="store_true",
