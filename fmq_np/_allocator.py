@@ -4,10 +4,10 @@ call with ``workers=N``) spawns; never applied to a process that merely imports 
 A forward pass allocates its activations afresh (``train=False`` shares no buffers, so that two threads can run one
 model). glibc's malloc serves arrays above its mmap threshold (at most 32 MB, growing from 128 kB) with fresh
 ``mmap`` pages and unmaps them when they are freed, so each pass faults its activations in again: about 3,500 page
-faults per forward of the width-16 MNIST U-Net at batch 334, and 12 % of its CPU time (0.85 → 0.73 s per call on
-one thread, benchmarks/README.md). Raising the threshold to :data:`MMAP_THRESHOLD` and the trim threshold to
-:data:`TRIM_THRESHOLD` lets freed blocks be reused instead; the cost is that memory freed below the trim threshold
-stays with the process (its peak resident size does not shrink back).
+faults per forward of the width-16 MNIST U-Net at batch 334, and 15 % of its time (889 → 751 ms per call on one
+thread with these settings; benchmarks/bench_allocator.py). Raising the threshold to :data:`MMAP_THRESHOLD` and
+the trim threshold to :data:`TRIM_THRESHOLD` lets freed blocks be reused instead; the cost is that memory freed
+below the trim threshold stays with the process (its peak resident size does not shrink back).
 """
 import ctypes
 

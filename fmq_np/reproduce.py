@@ -101,7 +101,7 @@ TUNED = {
 ALL_METHODS = METHODS + tuple(CALIBRATED) + tuple(TUNED)
 #: the task of a dataset's sweep that samples the float model with the paper's own settings (its other tasks are
 #: ``(method, bits, seeds)`` rows)
-PAPER_JOB = ("paper-check",)
+PAPER_TASK = ("paper-check",)
 #: what ``--quick`` runs
 QUICK = dict(datasets=("mnist", "fashion"), bits=(2, 3, 4), scale="quick")
 
@@ -244,7 +244,7 @@ def _run_dataset(out_dir, name, bits, methods, cfg, seed, progress, results, mod
     jobs = [(m, b, len(ev.x0) if b in cfg["headline_bits"] else 1) for m in methods for b in bits]
     if spread is not None and any(TUNED.get(method, method) in CALIBRATED for method, _, _ in jobs):
         ev.calibration()                          # once, here, rather than once per worker
-    tasks = ([PAPER_JOB] if ev.n_paper else []) + jobs    # the longest first, so that it does not finish last
+    tasks = ([PAPER_TASK] if ev.n_paper else []) + jobs    # the longest first, so that it does not finish last
     entry = dict(paper_dataset=PAPER_NAMES[name][0], model_file=recorded_path(model_file, models_dir),
                  model_sha256=model_digest(model),
                  recipe=meta.get("recipe"),
@@ -261,7 +261,7 @@ def _run_dataset(out_dir, name, bits, methods, cfg, seed, progress, results, mod
     rows = {}                # task index -> row; entry["runs"] keeps them in the order of jobs
     try:
         for i, result in _measured(ev, tasks, spread):
-            if tasks[i] == PAPER_JOB:
+            if tasks[i] == PAPER_TASK:
                 ev.paper_features, ev.paper_info = result
                 entry["paper_sampler"] = ev.paper_info
                 continue
@@ -523,9 +523,9 @@ class Evaluator:
                               steps=self.steps, seed=self.seed + 11, iters=self.tune_iters, lr=self.tune_lr)
 
     def run_task(self, task):
-        """One task of a dataset's sweep: :data:`PAPER_JOB` → :meth:`paper_check`, a ``(method, bits, seeds)`` row
+        """One task of a dataset's sweep: :data:`PAPER_TASK` → :meth:`paper_check`, a ``(method, bits, seeds)`` row
         → :meth:`measure`."""
-        return self.paper_check() if task == PAPER_JOB else self.measure(*task)
+        return self.paper_check() if task == PAPER_TASK else self.measure(*task)
 
     def measure(self, method, bits, seeds=1):
         """Quantize with ``method`` at ``bits`` and measure on the first ``seeds`` noise draws; returns
