@@ -6,14 +6,19 @@ of ``--n`` samples from one noise draw shared by every model, in the shipped fea
 paired-bootstrap 95 % intervals of FD − float (fmq_np.eval.fd_stats); drift = RMS to the float samples from the
 same noise.
 
-Rows: the base; ``tune_codebooks`` as the default scale runs it (600 steps, lr 2e-3, 128 trajectories) and longer
-(``--long`` steps at lr 5e-3); the default tuning followed by **endpoint distillation** (this script's
-:func:`endpoint_tune`: the levels are fitted so that the quantized model's samples, backpropagated through the
-fixed-step solver, land where the float model's do from the same noise: drift itself is the loss); and **mixed
+Rows (``--rows``, all by default): the base; ``tune_codebooks`` at the default scale's step count and lr 2e-3 (128
+trajectories) and ``--long`` steps at lr 5e-3; the long tuning followed by **free codes** (``tune_codebooks(...,
+codes="free")``, ``--free-iters`` steps at lr 5e-3: quantization-aware distillation in which the codes may change
+too, latent weights trained through the rounding by the straight-through estimator; one row per ``--lr-latent``);
+the default tuning followed by **endpoint distillation** (this script's :func:`endpoint_tune`: the levels are
+fitted so that the quantized model's samples, backpropagated through the fixed-step solver, land where the float
+model's do from the same noise: drift itself is the loss); and **mixed
 widths** (``bits`` = base + 0.15 and + 0.3 over widths base..base + 2 chosen by the calibration's measured
 sensitivities, then the default tuning), which buy quality with code bits.
 
     nice -n 10 python benchmarks/bench_tune_variants.py --dataset fashion --json benchmarks/results/tune_variants.json
+    python benchmarks/bench_tune_variants.py --dataset fashion --rows free-codes --lr-latent 3e-3 1e-2 3e-2 \
+        --json benchmarks/results/tune_free_codes_fashion.json
 """
 import argparse
 import copy
@@ -88,6 +93,10 @@ def endpoint_tune(model, qm, x0, x1, *, solver, steps, iters=300, batch_size=16,
     return tuned_model(qm, tensors, dict(endpoint_iters=iters, first_loss=losses[0], last_loss=losses[-1]))
 
 
+#: the optional rows of the table, in order
+ROWS = ("tune", "long", "free-codes", "endpoint", "mixed")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", default="fashion", choices=["mnist", "fashion"])
@@ -95,9 +104,15 @@ def main(argv=None):
     p.add_argument("--n", type=int, default=1000, help="samples per FD (one noise draw)")
     p.add_argument("--long", type=int, default=2000, help="steps of the long tuning row")
     p.add_argument("--endpoint-iters", type=int, default=300)
+    p.add_argument("--free-iters", type=int, default=1000, help="steps of the free-codes row")
+    p.add_argument("--lr-latent", type=float, nargs="+", default=[1e-2],
+                   help="latent-weight rates of the free-codes rows (one row each; units of the row's RMS weight)")
+    p.add_argument("--rows", nargs="+", default=list(ROWS), choices=ROWS, help="rows after the base (default all)")
     p.add_argument("--n-boot", type=int, default=200)
     p.add_argument("--json", help="write the rows here")
     args = p.parse_args(argv)
+    if "endpoint" in args.rows and "tune" not in args.rows:
+        p.error("the endpoint row starts from the tune row: add tune to --rows")
     name = args.dataset
     cfg = dict(reproduce.SCALES["default"], n_samples=args.n, seeds=1, paper_check=0, n_likelihood=0)
     model = reproduce.load_shipped_model(name)[0]
@@ -120,28 +135,40 @@ def main(argv=None):
     t0 = time.perf_counter()
     base = reproduce.quantize_row(params, "ot-opt+ef", args.bits, ev.calibration())
     measure("ot-opt+ef", base, t0)
-    t0 = time.perf_counter()
-    tuned = fq.quant.tune_codebooks(model, base, data, iters=ev.tune_iters, **tune_kw)
-    measure(f"+tune ({ev.tune_iters} steps, lr 2e-3)", tuned, t0, heldout_mse=tuned.meta["tuned"]["heldout_mse_after"])
-    t0 = time.perf_counter()
-    long = fq.quant.tune_codebooks(model, base, data, iters=args.long, lr=5e-3, **tune_kw)
-    measure(f"+tune ({args.long} steps, lr 5e-3)", long, t0, heldout_mse=long.meta["tuned"]["heldout_mse_after"])
-    t0 = time.perf_counter()
-    x0 = fq.flow.noise(model, 1024, seed=777)
-    x1 = fq.flow.sample(model, x0=x0, solver=ev.solver, steps=ev.steps, progress=False)
-    ends = endpoint_tune(model, tuned, x0, x1, solver=ev.solver, steps=ev.steps, iters=args.endpoint_iters)
-    measure(f"+tune, then endpoint distillation ({args.endpoint_iters} steps)", ends, t0,
-            endpoint_loss=[ends.meta["tuned"]["first_loss"], ends.meta["tuned"]["last_loss"]])
-    t0 = time.perf_counter()
-    widths = (args.bits, args.bits + 1, args.bits + 2)
-    cal = fq.quant.calibrate(model, data, n=ev.calib_n, solver=ev.solver, steps=ev.steps, seed=7, widths=widths,
-                             sens_states=64)
-    for budget in (args.bits + 0.15, args.bits + 0.3):
-        mixed = quantize_calibrated(params, budget, "ot-opt", cal)
-        widened = {k: w for k, w in mixed.meta["calibrated"]["widths"].items() if w and w > args.bits}
-        tm = fq.quant.tune_codebooks(model, mixed, data, iters=ev.tune_iters, **tune_kw)
-        measure(f"mixed {budget:g} bits (widths {widths[0]}-{widths[-1]}) +tune", tm, t0, widened=widened)
+    if "tune" in args.rows:
         t0 = time.perf_counter()
+        tuned = fq.quant.tune_codebooks(model, base, data, iters=ev.tune_iters, **tune_kw)
+        measure(f"+tune ({ev.tune_iters} steps, lr 2e-3)", tuned, t0,
+                heldout_mse=tuned.meta["tuned"]["heldout_mse_after"])
+    if {"long", "free-codes"} & set(args.rows):
+        t0 = time.perf_counter()
+        long = fq.quant.tune_codebooks(model, base, data, iters=args.long, lr=5e-3, **tune_kw)
+        measure(f"+tune ({args.long} steps, lr 5e-3)", long, t0, heldout_mse=long.meta["tuned"]["heldout_mse_after"])
+    for lr_latent in args.lr_latent if "free-codes" in args.rows else ():
+        t0 = time.perf_counter()
+        free = fq.quant.tune_codebooks(model, long, data, iters=args.free_iters, lr=5e-3, codes="free",
+                                       lr_latent=lr_latent, **tune_kw)
+        info = free.meta["tuned"]
+        measure(f"+tune ({args.long} steps), then free codes ({args.free_iters} steps, latent lr {lr_latent:g})",
+                free, t0, heldout_mse=info["heldout_mse_after"], code_changes=info["code_changes"], kept=info["kept"])
+    if "endpoint" in args.rows:
+        t0 = time.perf_counter()
+        x0 = fq.flow.noise(model, 1024, seed=777)
+        x1 = fq.flow.sample(model, x0=x0, solver=ev.solver, steps=ev.steps, progress=False)
+        ends = endpoint_tune(model, tuned, x0, x1, solver=ev.solver, steps=ev.steps, iters=args.endpoint_iters)
+        measure(f"+tune, then endpoint distillation ({args.endpoint_iters} steps)", ends, t0,
+                endpoint_loss=[ends.meta["tuned"]["first_loss"], ends.meta["tuned"]["last_loss"]])
+    if "mixed" in args.rows:
+        t0 = time.perf_counter()
+        widths = (args.bits, args.bits + 1, args.bits + 2)
+        cal = fq.quant.calibrate(model, data, n=ev.calib_n, solver=ev.solver, steps=ev.steps, seed=7, widths=widths,
+                                 sens_states=64)
+        for budget in (args.bits + 0.15, args.bits + 0.3):
+            mixed = quantize_calibrated(params, budget, "ot-opt", cal)
+            widened = {k: w for k, w in mixed.meta["calibrated"]["widths"].items() if w and w > args.bits}
+            tm = fq.quant.tune_codebooks(model, mixed, data, iters=ev.tune_iters, **tune_kw)
+            measure(f"mixed {budget:g} bits (widths {widths[0]}-{widths[-1]}) +tune", tm, t0, widened=widened)
+            t0 = time.perf_counter()
     stats = paired_bootstrap([features], ev.ref_features, n_boot=args.n_boot, seed=0)
     fd_float = stats.fd("float")["fd"]
     print(f"float FD {fd_float:.2f} (n = {ev.n}, {ev.solver} {ev.steps} steps)")

@@ -6,7 +6,8 @@
 Each U-Net run checkpoints to benchmarks/checkpoints/<name>.ckpt.h5 (stage k >= 2 of a recipe with continuation
 stages: <name>.ckpt.stage<k>.h5) every 250 steps (commit these to carry a run
 over to another machine) and, when finished, writes data/models/<name>.h5; the FD feature nets (features_<dataset>,
-minutes each) train in one go to data/models/features_<dataset>.h5. Ctrl-C / SIGTERM stop after the step in
+minutes each) train in one go to data/models/features_<dataset>.h5. A candidate recipe (fmq_np.recipes.CANDIDATES,
+named explicitly, not part of "all") writes benchmarks/checkpoints/<name>.h5 instead: it replaces no shipped model. Ctrl-C / SIGTERM stop after the step in
 progress with a checkpoint; running the same command again resumes. On 2 cores run two names at once, each with
 NUMBA_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1.
 """
@@ -23,6 +24,11 @@ CKPT = os.path.join(ROOT, "benchmarks", "checkpoints")
 MODELS = os.path.join(ROOT, "data", "models")
 
 
+def output(name):
+    """Where the finished model of recipe ``name`` goes: data/models, or benchmarks/checkpoints for a candidate."""
+    return os.path.join(CKPT if name in recipes.CANDIDATES else MODELS, f"{name}.h5")
+
+
 def finished(name, out):
     """Whether ``out`` exists and, for a U-Net, was trained by the current recipe ``name`` (a U-Net of an older
     recipe is redone, resuming from its stage checkpoints)."""
@@ -32,9 +38,9 @@ def finished(name, out):
 
 
 def status():
-    for name in [*recipes.RECIPES, *recipes.FEATURE_RECIPES]:
+    for name in [*recipes.RECIPES, *recipes.FEATURE_RECIPES, *recipes.CANDIDATES]:
         settings = recipes.recipe(name)[1]
-        out = os.path.join(MODELS, f"{name}.h5")
+        out = output(name)
         if finished(name, out):
             print(f"{name}: finished ({fq.io.load_model(out)[1].get('trained_steps')} steps) -> {out}")
             continue
@@ -42,7 +48,7 @@ def status():
         for k, stage in enumerate(recipes.stages(settings), start=1):
             ck = recipes.stage_checkpoint(os.path.join(CKPT, f"{name}.ckpt.h5"), k)
             if os.path.exists(ck):
-                done += fq.io.load_model(ck)[1].get("trained_steps", 0) if name in recipes.RECIPES else 0
+                done += 0 if name in recipes.FEATURE_RECIPES else fq.io.load_model(ck)[1].get("trained_steps", 0)
         print(f"{name}: at step {done} of {recipes.total_steps(settings)}"
               + (" (an older recipe's model is in data/models)" if os.path.exists(out) else ""))
 
@@ -50,7 +56,8 @@ def status():
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("names", nargs="*", help="recipes to train: "
-                    f"{', '.join([*recipes.RECIPES, *recipes.FEATURE_RECIPES])} or all")
+                    f"{', '.join([*recipes.RECIPES, *recipes.FEATURE_RECIPES])} or all (the shipped models); "
+                    f"candidates: {', '.join(recipes.CANDIDATES)}")
     ap.add_argument("--status", action="store_true", help="print how far each model is and exit")
     args = ap.parse_args()
     if args.status or not args.names:
@@ -62,7 +69,7 @@ def main():
     os.makedirs(MODELS, exist_ok=True)
     signal.signal(signal.SIGTERM, signal.default_int_handler)   # SIGTERM checkpoints like Ctrl-C
     for name in names:
-        out = os.path.join(MODELS, f"{name}.h5")
+        out = output(name)
         if finished(name, out):
             print(f"{name}: already trained -> {out}", flush=True)
             continue

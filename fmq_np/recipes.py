@@ -42,6 +42,14 @@ RECIPES = {
     "imagenet-standin": ("imagenet-standin", dict(width=16, mults=(1, 2, 2), steps=600, batch=64, lr=1e-3,
                                                   ema=0.99, ema_warmup=True)),
 }
+#: recipes being tried as replacements of a shipped model: same form as :data:`RECIPES`, trained by
+#: ``benchmarks/train_models.py NAME`` into ``benchmarks/checkpoints/NAME.h5`` (not shipped) and measured against the
+#: shipped model by ``benchmarks/float_fd.py DATASET --model ...``. ``fashion-w32``: width 32 (0.74 M parameters,
+#: 2.5× a width-16 step), because the width-16 Fashion-MNIST model gained less with each stage (see ``then`` above)
+CANDIDATES = {
+    "fashion-w32": ("fashion", dict(width=32, mults=(1, 2, 2), steps=4500, batch=64, lr=1e-3, ema=0.999,
+                                    ema_warmup=True)),
+}
 #: feature networks of the Fréchet distance: ``features_<dataset>`` -> (dataset, recipe of a
 #: :class:`~fmq_np.nn.Classifier` with a ``hidden``-unit penultimate layer over the flattened conv maps, trained on
 #: the dataset's labels with AdamW, linear LR decay, random shifts of up to ``shift`` pixels and, with ``flip``,
@@ -60,13 +68,14 @@ PAPER_RECIPE = dict(betas=(0.9, 0.95), schedule="linear", times="skewed", seed=0
 
 
 def recipe(name):
-    """``(dataset, settings)`` of shipped model ``name`` (a key of :data:`RECIPES` or :data:`FEATURE_RECIPES`);
-    settings is JSON-able."""
+    """``(dataset, settings)`` of shipped model ``name`` (a key of :data:`RECIPES` or :data:`FEATURE_RECIPES`) or
+    of candidate ``name`` (:data:`CANDIDATES`); settings is JSON-able."""
     if name in FEATURE_RECIPES:
         return FEATURE_RECIPES[name]
-    if name not in RECIPES:
-        raise InputError(f"unknown recipe {name!r}; choose from {', '.join([*RECIPES, *FEATURE_RECIPES])}")
-    dataset, settings = RECIPES[name]
+    unets = {**RECIPES, **CANDIDATES}
+    if name not in unets:
+        raise InputError(f"unknown recipe {name!r}; choose from {', '.join([*unets, *FEATURE_RECIPES])}")
+    dataset, settings = unets[name]
     full = dict(settings, **PAPER_RECIPE)
     return dataset, {k: list(v) if isinstance(v, tuple) else v for k, v in full.items()}
 

@@ -227,6 +227,13 @@ def _theory_check(results):
     return lines + [""]
 
 
+def _free_codes_note(info):
+    """What a tuned row's ``tuned`` record adds when its codes were free (``codes="free"``): steps and code changes."""
+    if info.get("codes") != "free":
+        return ""
+    return f" (then {info['iters']} more steps with free codes, {info['code_changes']} code changes)"
+
+
 def _dataset_section(name, entry):
     cfg = entry["model_config"]
     recipe = entry.get("recipe") or {}
@@ -273,13 +280,13 @@ def _dataset_section(name, entry):
                   "too), which the bits/weight column counts.", ""]
     tuned = [r for r in entry["runs"] if r.get("tuned")]
     if tuned:
-        t0 = tuned[0]["tuned"]
+        t0 = tuned[0]["tuned"].get("previous", tuned[0]["tuned"])      # a +qat row's record holds its +tune run
         lines += [f"Codebook tuning of the `+tune` rows (`fmq_np.quant.tune`): {t0['n']} trajectories of the default "
                   f"sampler plus training-path pairs ({t0['states']} states, an eighth held out), {t0['iters']} "
                   f"steps of {t0['batch_size']} at lr {t0['lr']:g}; held-out velocity MSE before → after: "
                   + "; ".join(f"{r['method']} {r['bits']}-bit {r['tuned']['heldout_mse_before']:.3g} → "
-                              f"{r['tuned']['heldout_mse_after']:.3g}" + ("" if r["tuned"]["kept"] else " (not kept)")
-                              for r in tuned) + ".", ""]
+                              f"{r['tuned']['heldout_mse_after']:.3g}" + _free_codes_note(r["tuned"])
+                              + ("" if r["tuned"]["kept"] else " (not kept)") for r in tuned) + ".", ""]
     lines += [f"Latent stability of the float model: {_latent_cell(entry['latent_float'])}.", ""]
     lik = entry.get("likelihood_float")
     if lik:
@@ -346,7 +353,8 @@ def _notes(results):
                 "statistics from the float model's own default-sampler trajectories plus training-path pairs; "
                 "`+tune` rows (`fmq_np.reproduce.TUNED`) keep their base row's tensors and codes (`ot+tune`: the "
                 "paper's `ot`, every tensor) and fit the levels and float tensors to the float velocity on such states "
-                "(`fmq_np.quant.tune`)."]
+                "(`fmq_np.quant.tune`); `+qat` rows continue a `+tune` row with the codes free to change (latent "
+                "weights trained through the rounding, straight-through)."]
                if any("+" in m for m in results["methods"]) else []),
              "- Velocity PSNR/SSIM: as the paper, the network is probed at t = 0 with real images as input; both "
              "outputs are mapped to [0, 1] with the float output's min and max (PAPER.md does not say how the "

@@ -396,8 +396,9 @@ def test_calibrated_methods_run_in_the_sweep_with_their_calibration_recorded(mod
 
 
 def test_tuned_methods_keep_their_base_rows_codes_and_record_the_tuning(models, tmp_path):
-    res = reproduce.run(str(tmp_path), datasets=["mnist"], bits=(2,), methods=["ot", "ot+tune", "ot-opt+ef+tune"],
-                        scale="tiny", progress=False, models_dir=models)
+    res = reproduce.run(str(tmp_path), datasets=["mnist"], bits=(2,),
+                        methods=["ot", "ot+tune", "ot-opt+ef+tune", "ot-opt+ef+qat"], scale="tiny", progress=False,
+                        models_dir=models)
     entry = res["datasets"]["mnist"]
     rows = {r["method"]: r for r in entry["runs"]}
     tiny = reproduce.SCALES["tiny"]
@@ -406,11 +407,16 @@ def test_tuned_methods_keep_their_base_rows_codes_and_record_the_tuning(models, 
         assert (info["n"], info["iters"], info["lr"]) == (tiny["tune_n"], tiny["tune_iters"], tiny["tune_lr"])
         assert info["solver"] == entry["solver"]
         assert info["heldout_mse_after"] <= info["heldout_mse_before"] or not info["kept"]
+    qat = rows["ot-opt+ef+qat"]["tuned"]                     # the +tune row, then half as many steps, codes free
+    assert (qat["codes"], qat["iters"], qat["previous"]["iters"]) == ("free", tiny["tune_iters"] // 2,
+                                                                      tiny["tune_iters"])
+    assert rows["ot-opt+ef+qat"]["bits_per_weight"] == rows["ot-opt+ef+tune"]["bits_per_weight"]
     assert rows["ot+tune"]["bits_per_weight"] == rows["ot"]["bits_per_weight"]      # same codes, same storage
     assert rows["ot+tune"]["kept_float"] == rows["ot"]["kept_float"]
     assert entry["calibration"] is not None                          # ot-opt+ef+tune's base row is calibrated
     report = open(tmp_path / "report.md").read()
     assert "Codebook tuning of the `+tune` rows" in report and "| ot-opt+ef+tune | 2 |" in report
+    assert f"more steps with free codes, {qat['code_changes']} code changes" in report
     with pytest.raises(InputError, match="tuning step"):
         reproduce.quantize_row(reproduce.load_shipped_model("mnist", models)[0].parameters(), "ot+tune", 2)
 

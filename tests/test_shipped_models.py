@@ -6,6 +6,7 @@ from scipy.ndimage import gaussian_filter
 
 from fmq_np import datasets, flow, recipes, reproduce
 from fmq_np.eval import frechet_distance, image_features
+from fmq_np.errors import InputError
 
 #: the accuracy each shipped feature net must reach on the shipped test split (issue 10)
 MIN_ACCURACY = {"mnist": 0.98, "fashion": 0.88}
@@ -17,6 +18,18 @@ def test_float_model_matches_its_recipe(name):
     dataset, settings = recipes.recipe(name)
     assert meta["dataset"] == dataset and meta["trained_steps"] == recipes.total_steps(settings) and meta["seconds"] > 0
     assert tuple(model.config()[k] for k in ("channels", "size")) == datasets.data_shape(dataset)[:2]
+
+
+@pytest.mark.parametrize("name", list(recipes.CANDIDATES))
+def test_candidate_recipes_build_and_replace_no_shipped_model(name):
+    dataset, settings = recipes.recipe(name)
+    assert name not in recipes.RECIPES and dataset in recipes.RECIPES
+    assert settings["betas"] == list(recipes.PAPER_RECIPE["betas"])           # the paper's fixed parts too
+    model = recipes.build(name)
+    assert model.config()["width"] == settings["width"]
+    assert tuple(model.config()[k] for k in ("channels", "size")) == datasets.data_shape(dataset)[:2]
+    with pytest.raises(InputError, match="unknown recipe.*" + name):
+        recipes.recipe(name + "-nope")
 
 
 @pytest.mark.parametrize("dataset", sorted(MIN_ACCURACY))

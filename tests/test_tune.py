@@ -1,6 +1,7 @@
 """Codebook tuning along the flow (fmq_np.quant.tune): the levels' gradient against finite differences, what tuning
 keeps (codes up to a per-row relabelling, widths, storage cost, sorted rows, affine uniform rows through a file),
-that it lowers the held-out velocity error, seeded reproducibility and bad input."""
+that it lowers the held-out velocity error, free codes (nearest-level assignment against a brute-force loop, codes
+that change, storage that does not), seeded reproducibility and bad input."""
 import numpy as np
 import pytest
 
@@ -44,6 +45,51 @@ def test_level_gradient_is_the_chain_rule_through_the_codes(method):
     check_directional(forward, lambda dy: {"u": lv.gradient(dy).astype(np.float64)}, arrays, rng, eps=1e-2,
                       rtol=2e-4, atol=1e-4, directions=3)
     assert np.array_equal(TrainableLevels(qt).weights(), qt.dequantize())          # untouched levels rebuild the tensor
+
+
+def test_assign_codes_each_value_to_its_rows_nearest_level(monkeypatch):
+    rng = np.random.default_rng(5)
+    qt = fq.quant.quantize(rng.standard_normal((4, 10)), bits=2, method="ot-opt", granularity="channel")
+    lv = TrainableLevels(qt)
+    assert lv.assign(lv.row_weights()) == 0                 # the start: the tensor's own codes
+    assert np.array_equal(lv.codes(), qt.codes)
+    lv.u[...] = 0.3 * rng.standard_normal(lv.u.shape)
+    values = rng.standard_normal((4, 10))
+    changed = lv.assign(values)
+    cb = lv.codebook()
+    for g in range(4):
+        for j in range(10):
+            dist = [abs(values[g, j] - level) for level in cb[g]]
+            assert lv.codes()[g, j] == dist.index(min(dist))
+    assert changed == np.count_nonzero(lv.codes() != qt.codes) > 0
+    monkeypatch.setattr("fmq_np.quant.tune.ASSIGN_BLOCK", 9)        # one row (10 values x 4 levels > 9) a block
+    blocked = TrainableLevels(qt)
+    blocked.u[...] = lv.u
+    assert blocked.assign(values) == changed and np.array_equal(blocked.codes(), lv.codes())
+    assert np.array_equal(lv.weights(), cb.astype(qt.dtype)[np.arange(4)[:, None], lv.codes()])
+    assert np.array_equal(lv.row_gradient(np.ones(qt.shape)), np.broadcast_to(lv.s, (4, 10)).astype(np.float32))
+
+
+@pytest.mark.parametrize("method,bits", [("ot-opt", 2), ("uniform", 2)])
+def test_free_codes_change_codes_lower_the_error_and_keep_the_storage(mlp, data, tmp_path, method, bits):
+    qm = fq.quant.quantize_model(mlp.parameters(), bits=bits, method=method, policy=lambda name, a: bits)
+    tuned = tune_codebooks(mlp, qm, data, seed=1, **FAST)
+    free = tune_codebooks(mlp, tuned, data, seed=1, codes="free", lr_latent=5e-2, **FAST)
+    info = free.meta["tuned"]
+    assert info["codes"] == "free" and info["previous"] == tuned.meta["tuned"]
+    # same seed, same states: the free run starts where the fixed-code run ended (exactly for free codebooks; an
+    # affine row is stored as c * scale + offset in the dtype, which rounds its levels differently)
+    assert np.isclose(info["heldout_mse_before"], tuned.meta["tuned"]["heldout_mse_after"],
+                      rtol=0 if method == "ot-opt" else 1e-4)
+    assert info["kept"] and info["heldout_mse_after"] < info["heldout_mse_before"] and info["code_changes"] > 0
+    assert any(_partition(free.tensors[k].codes) != _partition(tuned.tensors[k].codes) for k in qm.tensors)
+    assert free.bits_per_weight == qm.bits_per_weight
+    fq.io.save(tmp_path / "free.h5", free)
+    back = fq.io.load(tmp_path / "free.h5")
+    for name, qt in free.tensors.items():
+        assert (qt.bits, qt.shape, qt.affine) == (bits, qm.tensors[name].shape, method == "uniform")
+        assert (np.diff(qt.codebook, axis=1) >= 0).all()
+        assert np.array_equal(back.tensors[name].dequantize(), qt.dequantize())
 
 
 def test_tuning_lowers_the_heldout_error_and_keeps_the_codes(mlp, data):
@@ -96,6 +142,10 @@ def test_seeded_runs_are_bitwise_equal_and_lr_zero_changes_nothing(mlp, data):
     for name in qm.tensors:
         assert np.array_equal(a.tensors[name].codebook, b.tensors[name].codebook)
         assert np.array_equal(a.tensors[name].codes, b.tensors[name].codes)
+    c, d = (tune_codebooks(mlp, qm, data, seed=4, codes="free", lr_latent=5e-2, **FAST) for _ in range(2))
+    for name in qm.tensors:
+        assert np.array_equal(c.tensors[name].codebook, d.tensors[name].codebook)
+        assert np.array_equal(c.tensors[name].codes, d.tensors[name].codes)
     still = tune_codebooks(mlp, qm, data, seed=4, lr=0.0, lr_float=0.0, **FAST)
     assert not still.meta["tuned"]["kept"]
     assert all(still.tensors[k] is qm.tensors[k] for k in qm.tensors)
@@ -110,6 +160,10 @@ def test_bad_input(mlp, data):
         tune_codebooks(mlp, mlp.parameters(), data, **FAST)
     with pytest.raises(InputError, match="lr"):
         tune_codebooks(mlp, qm, data, lr=-1.0, **FAST)
+    with pytest.raises(InputError, match="codes must be one of fixed, free"):
+        tune_codebooks(mlp, qm, data, codes="loose", **FAST)
+    with pytest.raises(InputError, match="lr_latent"):
+        tune_codebooks(mlp, qm, data, codes="free", lr_latent=float("nan"), **FAST)
     with pytest.raises(InputError, match="iters"):
         tune_codebooks(mlp, qm, data, **dict(FAST, iters=0))
     with pytest.raises(InputError, match="forward"):
@@ -128,6 +182,14 @@ def test_cli_quantize_tune(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "tuned: held-out velocity MSE" in text
     assert "own trajectories only (its metadata names no dataset)" in text
+    free = tmp_path / "f.h5"
+    assert main(["quantize", str(tmp_path / "m.h5"), "--bits", "2", "--method", "ot-opt", "--tune", "--free-codes",
+                 "--calib-n", "4", "--tune-iters", "30", "--out", str(free)]) in (0, None)
+    assert "code changes" in capsys.readouterr().out
+    f = fq.io.load(free).meta["tuned"]
+    assert (f["codes"], f["iters"], f["previous"]["iters"]) == ("free", 15, 30)
+    assert main(["quantize", str(tmp_path / "m.h5"), "--free-codes", "--out", str(tmp_path / "x.h5")]) == 1
+    assert "add --tune" in capsys.readouterr().err
     a, b = fq.io.load(plain), fq.io.load(tuned)
     assert b.meta["tuned"]["iters"] == 30 and b.meta["tuned"]["n"] == 4
     assert b.bits_per_weight == a.bits_per_weight

@@ -33,6 +33,9 @@ def add_quantize_parser(sub):
                         "file): codes and bits kept, levels and float tensors fitted to the float velocity")
     p.add_argument("--tune-iters", type=int, default=DEFAULT_ITERS,
                    help=f"optimiser steps for --tune (default {DEFAULT_ITERS})")
+    p.add_argument("--free-codes", action="store_true",
+                   help="with --tune: then half as many steps again with the codes free to change (quantization-"
+                        "aware distillation, straight-through; the bits per weight stay)")
     p.add_argument("--granularity", choices=GRANULARITIES, default="channel",
                    help="one codebook per tensor, per output channel (axis 0) or per group (default channel)")
     p.add_argument("--group-size", type=int, default=None, help="values per group for --granularity group")
@@ -60,6 +63,8 @@ def _quantize(args):
     check_distinct([("--out", args.out)], [("the input", args.input)])
     if is_quantized(args.input):
         raise InputError(f"{args.input} is already quantized; quantize the float model or weight file it came from")
+    if args.free_codes and not args.tune:
+        raise InputError("--free-codes continues the codebook tuning: add --tune")
     if args.tune and not is_fmq_model(args.input):
         raise InputError(f"--tune runs the float network: it needs an fmq_np model file, and {args.input} is a "
                          "weight file")
@@ -90,6 +95,12 @@ def _quantize(args):
         t = qm.meta["tuned"]
         print(f"tuned: held-out velocity MSE {t['heldout_mse_before']:.4g} -> {t['heldout_mse_after']:.4g}"
               + ("" if t["kept"] else " (no better: the quantizer's codebooks are kept)"))
+    if args.free_codes:
+        qm = quant.tune_codebooks(model, qm, data, n=args.calib_n, seed=0, iters=max(1, args.tune_iters // 2),
+                                  codes="free")
+        t = qm.meta["tuned"]
+        print(f"free codes: held-out velocity MSE {t['heldout_mse_before']:.4g} -> {t['heldout_mse_after']:.4g}, "
+              f"{t['code_changes']} code changes" + ("" if t["kept"] else " (no better: the tuned model is kept)"))
     qm.meta.update(origin, source=os.path.basename(args.input))
     io.save(args.out, qm)
     print(_report_table(qm.report))
