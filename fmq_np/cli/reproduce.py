@@ -31,7 +31,8 @@ def add_reproduce_parser(sub):
                         "pwl, log2 run with paper_compat=True, ot-opt is the exact W2-optimal codebook; calibrated "
                         f"along the flow (one calibration per dataset): {','.join(CALIBRATED)} (ef: error "
                         "feedback, fisher: Fisher-weighted codebook, bc: bias correction); their codebooks "
-                        f"tuned along the flow: {','.join(TUNED)}")
+                        f"tuned along the flow: {','.join(TUNED)} (tune: codes kept; qat: then the codes free "
+                        "too)")
     p.add_argument("--scale", choices=tuple(SCALES), default=None,
                    help="run size: tiny (smoke test, seconds), quick (500 samples, one noise seed), default "
                         "(1000 samples, 3 noise seeds at 2-3 bits, the paper's sampler for the float model on 300 "
