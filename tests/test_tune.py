@@ -67,7 +67,8 @@ def test_assign_codes_each_value_to_its_rows_nearest_level(monkeypatch):
     blocked.u[...] = lv.u
     assert blocked.assign(values) == changed and np.array_equal(blocked.codes(), lv.codes())
     assert np.array_equal(lv.weights(), cb.astype(qt.dtype)[np.arange(4)[:, None], lv.codes()])
-    assert np.array_equal(lv.row_gradient(np.ones(qt.shape)), np.broadcast_to(lv.s, (4, 10)).astype(np.float32))
+    assert np.array_equal(lv.row_gradient(np.ones(qt.shape), 2 * lv.s),
+                          np.broadcast_to(2 * lv.s, (4, 10)).astype(np.float32))
 
 
 @pytest.mark.parametrize("method,bits", [("ot-opt", 2), ("uniform", 2)])
@@ -90,6 +91,20 @@ def test_free_codes_change_codes_lower_the_error_and_keep_the_storage(mlp, data,
         assert (qt.bits, qt.shape, qt.affine) == (bits, qm.tensors[name].shape, method == "uniform")
         assert (np.diff(qt.codebook, axis=1) >= 0).all()
         assert np.array_equal(back.tensors[name].dequantize(), qt.dequantize())
+
+
+def test_free_code_rates_follow_each_tensors_width(mlp, data):
+    from fmq_np.quant.tune import LATENT_RATES, latent_rate
+    assert latent_rate(2) == LATENT_RATES[2] and latent_rate(8) == latent_rate(3) == LATENT_RATES[3]
+    first = next(k for k, a in mlp.parameters().items() if a.ndim == 2)
+    qm = fq.quant.quantize_model(mlp.parameters(), bits=2, method="ot-opt",
+                                 policy=lambda name, a: 3 if name == first else 2)
+    by_width = tune_codebooks(mlp, qm, data, seed=1, codes="free", **FAST)
+    assert by_width.meta["tuned"]["lr_latent"] == sorted({LATENT_RATES[2], LATENT_RATES[3]})
+    # one explicit rate for every tensor is another run
+    one = tune_codebooks(mlp, qm, data, seed=1, codes="free", lr_latent=LATENT_RATES[2], **FAST)
+    assert one.meta["tuned"]["lr_latent"] == [LATENT_RATES[2]]
+    assert not np.array_equal(one.tensors[first].codebook, by_width.tensors[first].codebook)
 
 
 def test_tuning_lowers_the_heldout_error_and_keeps_the_codes(mlp, data):

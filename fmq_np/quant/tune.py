@@ -20,7 +20,10 @@ A weight changes code when its latent crosses the midpoint between two levels. M
 Fashion-MNIST U-Net at 2 bits (``benchmarks/bench_tune_variants.py``, one noise draw × 1000 samples): the
 reproduction's ``ot-opt+ef`` tuned with fixed codes (2000 steps) is 1.49× the float FD; 1000 more steps with free
 codes make it 1.24× at ``lr_latent`` 1e-2 and 1.35× at 3e-3, while 3e-2 made the held-out error worse (not kept).
-Over 3 noise seeds (``fmq-np reproduce``, the ``ot-opt+ef+qat`` row): FD +48 % over the float model's → +17 %.
+Over 3 noise seeds (``fmq-np reproduce``, the ``ot-opt+ef+qat`` row): FD +48 % over the float model's → +17 %. At
+3 bits the levels are closer together and the rate must be lower: from 1.067× the float FD after fixed-code
+tuning, free codes gave 1.036× at 1e-3 and 1.21× at 3e-3, and 1e-2 made the held-out error worse. So by default
+(``lr_latent=None``) each tensor's rate follows its width, :data:`LATENT_RATES` (3 seeds, 3 bits: +6.2 % → +3.3 %).
 
 **The objective.** The mean squared velocity error ``mean((v_q(x, t) − v(x, t))²)`` over calibration states: the
 float model's own sampling trajectories (``solver`` / ``steps`` from the noise of ``seed``) and, with ``data``,
@@ -51,6 +54,9 @@ from fmq_np.quant.tensor import QuantizedTensor
 HOLDOUT = 8
 #: optimiser steps when the caller does not say (also `fmq-np quantize --tune`; reproduce scales set their own)
 DEFAULT_ITERS = 300
+#: the latent weights' rate per code width when ``lr_latent`` is None (measured at 2 and 3 bits, module docstring;
+#: wider codes, whose levels are closer still, take the 3-bit rate)
+LATENT_RATES = {1: 1e-2, 2: 1e-2, 3: 1e-3}
 #: value-level distances computed at once by :meth:`TrainableLevels.assign` (8 MB of float64 at 2**20)
 ASSIGN_BLOCK = 1 << 20
 #: what ``codes=`` accepts: the quantizer's codes kept, or free to change (module docstring)
@@ -59,7 +65,7 @@ CODES = ("fixed", "free")
 
 def tune_codebooks(model, qm, data=None, *, n=64, solver="heun2", steps=8, seed=0, train_pairs=None,
                    iters=DEFAULT_ITERS, batch_size=32, lr=2e-3, lr_float=1e-4, floats=True, codes="fixed",
-                   lr_latent=1e-2, progress=None):
+                   lr_latent=None, progress=None):
     """Tune the codebooks of ``qm`` (quantized from ``model.parameters()``) along ``model``'s flow → a new
     :class:`~fmq_np.quant.model.QuantizedModel` with the same widths, and the same codes unless ``codes="free"``
     (module docstring).
@@ -69,7 +75,7 @@ def tune_codebooks(model, qm, data=None, *, n=64, solver="heun2", steps=8, seed=
     ``steps``, ``seed``, ``train_pairs``: the calibration states (defaults as in ``calibrate``). ``iters`` steps of
     ``batch_size`` states, AdamW with ``lr`` (levels, in units of their row's RMS weight) and ``lr_float`` (float
     tensors, absolute). ``codes``: ``"fixed"`` or ``"free"`` (then ``lr_latent``: the latent weights' rate, in
-    units of their row's RMS weight). ``progress``: a progress line on stderr (None: when stderr is a terminal, see
+    units of their row's RMS weight; None: per tensor by its width, :func:`latent_rate`). ``progress``: a progress line on stderr (None: when stderr is a terminal, see
     ``fmq_np._progress``). Seeded: bitwise reproducible.
     """
     from fmq_np.flow.solvers import check_solver
@@ -82,7 +88,8 @@ def tune_codebooks(model, qm, data=None, *, n=64, solver="heun2", steps=8, seed=
     check_int("seed", seed, 0)
     check_solver(solver, steps)
     check_choice("codes", codes, CODES)
-    for name, value in (("lr", lr), ("lr_float", lr_float), ("lr_latent", lr_latent)):
+    for name, value in (("lr", lr), ("lr_float", lr_float)) + ((("lr_latent", lr_latent),) if lr_latent is not None
+                                                                else ()):
         if not (isinstance(value, (int, float)) and np.isfinite(value) and value >= 0):
             raise InputError(f"{name} must be a finite number >= 0, got {value!r}")
     params = model.parameters()
@@ -113,10 +120,15 @@ def tune_codebooks(model, qm, data=None, *, n=64, solver="heun2", steps=8, seed=
     from fmq_np.nn.optim import AdamW
     free = codes == "free" and bool(levels)
     start = {k: lv.row_weights() for k, lv in levels.items()} if free else {}
-    latent = {k: np.zeros(w.shape, np.float32) for k, w in start.items()}      # latent − start, in row-RMS units
+    latent = {k: np.zeros(w.shape, np.float32) for k, w in start.items()}      # latent − start, in units `unit`
+    rates = {k: latent_rate(lv.qt.bits) if lr_latent is None else lr_latent for k, lv in levels.items()}
+    base_rate = max(rates.values(), default=0.0)
+    # a tensor's rate relative to the optimiser's: AdamW's step does not depend on the gradient's scale, so the
+    # latent's unit (row RMS × relative rate) sets each tensor's rate (1.0, bit for bit, at the base rate)
+    unit = {k: lv.s * (rates[k] / base_rate if base_rate > 0 else 1.0) for k, lv in levels.items()}
     opt_levels = AdamW({k: lv.u for k, lv in levels.items()}, lr=lr) if levels else None
     opt_floats = AdamW({k: live[k] for k in float_names}, lr=lr_float) if float_names else None
-    opt_latent = AdamW(latent, lr=lr_latent) if free else None
+    opt_latent = AdamW(latent, lr=base_rate) if free else None
     code_changes = 0
     from fmq_np._progress import Progress
     with Progress(iters, "tune", enabled=progress) as bar:
@@ -131,10 +143,11 @@ def tune_codebooks(model, qm, data=None, *, n=64, solver="heun2", steps=8, seed=
             if opt_floats is not None:
                 opt_floats.step({k: grads[k] for k in float_names}, lr=lr_float * decay)
             if opt_latent is not None:
-                opt_latent.step({k: lv.row_gradient(grads[k]) for k, lv in levels.items()}, lr=lr_latent * decay)
+                opt_latent.step({k: lv.row_gradient(grads[k], unit[k]) for k, lv in levels.items()},
+                                lr=base_rate * decay)
             for k, lv in levels.items():
                 if free:
-                    code_changes += lv.assign(start[k] + lv.s * latent[k])
+                    code_changes += lv.assign(start[k] + unit[k] * latent[k])
                 np.copyto(live[k], lv.weights())
             bar.update(1, mse=float(np.mean(r * r)))
     after = _loss(student, x[held], t[held], target[held])
@@ -145,7 +158,7 @@ def tune_codebooks(model, qm, data=None, *, n=64, solver="heun2", steps=8, seed=
                 seed=int(seed), states=n_states, codes=codes,
                 heldout_mse_before=before, heldout_mse_after=after, kept=bool(after < before))
     if codes == "free":
-        info.update(lr_latent=float(lr_latent), code_changes=int(code_changes))
+        info.update(lr_latent=sorted({float(r) for r in rates.values()}), code_changes=int(code_changes))
     if "tuned" in qm.meta:
         info["previous"] = qm.meta["tuned"]          # qm was tuned already: keep that run's record
     if not after < before:
@@ -169,6 +182,11 @@ def tuned_model(qm, tensors, info):
     if hasattr(qm, "sensitivity"):
         out.sensitivity = qm.sensitivity
     return out
+
+
+def latent_rate(bits):
+    """The free-code latent rate (units of the row's RMS weight) for a tensor of code width ``bits``."""
+    return LATENT_RATES.get(bits, LATENT_RATES[max(LATENT_RATES)])
 
 
 def _loss(model, x, t, target):
@@ -213,10 +231,11 @@ class TrainableLevels:
         """(G, m) float64 weights now, in the codes' row layout."""
         return self.codebook().ravel()[self.flat].reshape(self.cb0.shape[0], -1)
 
-    def row_gradient(self, gw):
-        """d loss / d z for weights ``row_weights() + s * z`` passed straight through (the straight-through
-        estimator): the weights' gradient ``gw`` (shape of the tensor) in the row layout, times ``s``; float32."""
-        return (np.asarray(gw, np.float64).reshape(self.cb0.shape[0], -1) * self.s).astype(np.float32)
+    def row_gradient(self, gw, unit):
+        """d loss / d z for weights ``row_weights() + unit * z`` passed straight through (the straight-through
+        estimator): the weights' gradient ``gw`` (shape of the tensor) in the row layout, times ``unit`` (G, 1);
+        float32."""
+        return (np.asarray(gw, np.float64).reshape(self.cb0.shape[0], -1) * unit).astype(np.float32)
 
     def assign(self, values):
         """Code every value of ``values`` (G, m) to the nearest level of its row now (the lowest index among equally
@@ -265,4 +284,4 @@ class TrainableLevels:
                                group_size=qt.group_size, meta=meta)
 
 
-__all__ = ["tune_codebooks", "tuned_model", "TrainableLevels"]
+__all__ = ["tune_codebooks", "tuned_model", "TrainableLevels", "latent_rate"]
