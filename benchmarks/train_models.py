@@ -7,9 +7,9 @@ Each U-Net run checkpoints to benchmarks/checkpoints/<name>.ckpt.h5 (stage k >= 
 stages: <name>.ckpt.stage<k>.h5) every 250 steps (commit these to carry a run
 over to another machine) and, when finished, writes data/models/<name>.h5; the FD feature nets (features_<dataset>,
 minutes each) train in one go to data/models/features_<dataset>.h5. A candidate recipe (fmq_np.recipes.CANDIDATES,
-named explicitly, not part of "all") writes benchmarks/checkpoints/<name>.h5 instead: it replaces no shipped model. Ctrl-C / SIGTERM stop after the step in
-progress with a checkpoint; running the same command again resumes. On 2 cores run two names at once, each with
-NUMBA_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1.
+named explicitly, not part of "all") writes benchmarks/checkpoints/<name>.h5 instead: it replaces no shipped
+model. Ctrl-C / SIGTERM stop after the step in progress with a checkpoint; running the same command again
+resumes. On 2 cores run two names at once, each with NUMBA_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1.
 """
 import argparse
 import os

@@ -75,8 +75,8 @@ def tune_codebooks(model, qm, data=None, *, n=64, solver="heun2", steps=8, seed=
     ``steps``, ``seed``, ``train_pairs``: the calibration states (defaults as in ``calibrate``). ``iters`` steps of
     ``batch_size`` states, AdamW with ``lr`` (levels, in units of their row's RMS weight) and ``lr_float`` (float
     tensors, absolute). ``codes``: ``"fixed"`` or ``"free"`` (then ``lr_latent``: the latent weights' rate, in
-    units of their row's RMS weight; None: per tensor by its width, :func:`latent_rate`). ``progress``: a progress line on stderr (None: when stderr is a terminal, see
-    ``fmq_np._progress``). Seeded: bitwise reproducible.
+    units of their row's RMS weight; None: per tensor by its width, :func:`latent_rate`). ``progress``: a progress
+    line on stderr (None: when stderr is a terminal, see ``fmq_np._progress``). Seeded: bitwise reproducible.
     """
     from fmq_np.flow.solvers import check_solver
     from fmq_np.quant.calibrate import _check_model, _velocity, calibration_states
