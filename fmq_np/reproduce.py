@@ -431,6 +431,7 @@ class Evaluator:
                        f"{self.steps} steps)")
         self.float_samples = [self._sample(model, x0) for x0 in self.x0]
         self.calib_n, self._calibration, self.calibration_info = cfg["calib_n"], None, None
+        self._tuned = {}           # (method, bits) -> tuned QuantizedModel: a +qat row starts from its +tune row
         self.tune_n, self.tune_iters, self.tune_lr = cfg["tune_n"], cfg["tune_iters"], cfg["tune_lr"]
         self.features = {}           # (name, seed index) -> features of that sample set, for the FD statistics
         self.feature_info, self.floor, self.fd_noise = None, None, None
@@ -515,7 +516,7 @@ class Evaluator:
     def quantize(self, method, bits):
         """The :class:`~fmq_np.quant.model.QuantizedModel` of the float weights for a row of the sweep."""
         cal = self.calibration() if base_row(method) in CALIBRATED else None
-        return quantize_row(self.model.parameters(), method, bits, cal, tune=self.tune)
+        return quantize_row(self.model.parameters(), method, bits, cal, tune=self.tune, tuned=self._tuned)
 
     def tune(self, qm, codes="fixed"):
         """``qm`` with its codebooks tuned along the float model's flow (:func:`fmq_np.quant.tune.tune_codebooks`:
@@ -568,20 +569,26 @@ def base_row(method):
     return method
 
 
-def quantize_row(params, method, bits, calibration=None, tune=None):
+def quantize_row(params, method, bits, calibration=None, tune=None, tuned=None):
     """Quantize named arrays ``params`` as a row ``method`` of the sweep does (a name of :data:`ALL_METHODS`):
     the paper's four with ``paper_compat=True``, ``ot-opt`` on every tensor (the paper's tensors, no size skip), a
     calibrated method (:data:`CALIBRATED`) with ``calibration`` (a :class:`~fmq_np.quant.calibrate.Calibration`
     of the model the arrays come from), a tuned method (:data:`TUNED`) as its base row passed through ``tune``
-    (``(QuantizedModel, codes) -> QuantizedModel``, e.g. :meth:`Evaluator.tune`). Returns the
-    :class:`~fmq_np.quant.model.QuantizedModel`."""
+    (``(QuantizedModel, codes) -> QuantizedModel``, e.g. :meth:`Evaluator.tune`); ``tuned``: an optional dict
+    ``(method, bits) -> QuantizedModel`` of tuned rows made already, read and filled (a ``+qat`` row then reuses its
+    ``+tune`` row instead of tuning it again). Returns the :class:`~fmq_np.quant.model.QuantizedModel`."""
     from . import quant
     from .quant.calibrate import quantize_calibrated
     if method in TUNED:
         if tune is None:
             raise InputError(f"method {method!r} needs a tuning step (fmq_np.quant.tune.tune_codebooks)")
+        if tuned is not None and (method, bits) in tuned:
+            return tuned[method, bits]
         base, codes = TUNED[method]
-        return tune(quantize_row(params, base, bits, calibration, tune), codes)
+        qm = tune(quantize_row(params, base, bits, calibration, tune, tuned), codes)
+        if tuned is not None:
+            tuned[method, bits] = qm
+        return qm
     if method in CALIBRATED:
         if calibration is None:
             raise InputError(f"method {method!r} needs a calibration (fmq_np.quant.calibrate)")

@@ -417,8 +417,25 @@ def test_tuned_methods_keep_their_base_rows_codes_and_record_the_tuning(models, 
     report = open(tmp_path / "report.md").read()
     assert "Codebook tuning of the `+tune` rows" in report and "| ot-opt+ef+tune | 2 |" in report
     assert f"more steps with free codes, {qat['code_changes']} code changes" in report
+    assert qat["previous"] == rows["ot-opt+ef+tune"]["tuned"]          # started from that row's tuned model
     with pytest.raises(InputError, match="tuning step"):
         reproduce.quantize_row(reproduce.load_shipped_model("mnist", models)[0].parameters(), "ot+tune", 2)
+
+
+def test_a_qat_row_reuses_its_tune_row(models, monkeypatch):
+    params = reproduce.load_shipped_model("mnist", models)[0].parameters()
+    calls = []
+
+    def tune(qm, codes):
+        calls.append(codes)
+        return qm
+    done = {}
+    first = reproduce.quantize_row(params, "ot+tune", 2, tune=tune, tuned=done)
+    monkeypatch.setitem(reproduce.TUNED, "ot+qat-test", ("ot+tune", "free"))
+    reproduce.quantize_row(params, "ot+qat-test", 2, tune=tune, tuned=done)
+    assert calls == ["fixed", "free"] and done["ot+tune", 2] is first          # the +tune row was not tuned again
+    reproduce.quantize_row(params, "ot+qat-test", 2, tune=tune)               # without the dict: both steps again
+    assert calls == ["fixed", "free", "fixed", "free"]
 
 
 def test_sweep_without_calibrated_methods_calibrates_nothing(sweep):

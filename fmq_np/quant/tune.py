@@ -88,8 +88,8 @@ def tune_codebooks(model, qm, data=None, *, n=64, solver="heun2", steps=8, seed=
     check_int("seed", seed, 0)
     check_solver(solver, steps)
     check_choice("codes", codes, CODES)
-    for name, value in (("lr", lr), ("lr_float", lr_float)) + ((("lr_latent", lr_latent),) if lr_latent is not None
-                                                                else ()):
+    rates_given = [("lr", lr), ("lr_float", lr_float)] + ([("lr_latent", lr_latent)] if lr_latent is not None else [])
+    for name, value in rates_given:
         if not (isinstance(value, (int, float)) and np.isfinite(value) and value >= 0):
             raise InputError(f"{name} must be a finite number >= 0, got {value!r}")
     params = model.parameters()
@@ -119,13 +119,15 @@ def tune_codebooks(model, qm, data=None, *, n=64, solver="heun2", steps=8, seed=
 
     from fmq_np.nn.optim import AdamW
     free = codes == "free" and bool(levels)
-    start = {k: lv.row_weights() for k, lv in levels.items()} if free else {}
-    latent = {k: np.zeros(w.shape, np.float32) for k, w in start.items()}      # latent − start, in units `unit`
-    rates = {k: latent_rate(lv.qt.bits) if lr_latent is None else lr_latent for k, lv in levels.items()}
-    base_rate = max(rates.values(), default=0.0)
-    # a tensor's rate relative to the optimiser's: AdamW's step does not depend on the gradient's scale, so the
-    # latent's unit (row RMS × relative rate) sets each tensor's rate (1.0, bit for bit, at the base rate)
-    unit = {k: lv.s * (rates[k] / base_rate if base_rate > 0 else 1.0) for k, lv in levels.items()}
+    start, latent, rates, unit, base_rate = {}, {}, {}, {}, 0.0
+    if free:
+        start = {k: lv.row_weights() for k, lv in levels.items()}
+        latent = {k: np.zeros(w.shape, np.float32) for k, w in start.items()}      # latent − start, units `unit`
+        rates = {k: latent_rate(lv.qt.bits) if lr_latent is None else lr_latent for k, lv in levels.items()}
+        base_rate = max(rates.values())
+        # a tensor's rate relative to the optimiser's: AdamW's step does not depend on the gradient's scale, so the
+        # latent's unit (row RMS × relative rate) sets each tensor's rate (1.0, bit for bit, at the base rate)
+        unit = {k: lv.s * (rates[k] / base_rate if base_rate > 0 else 1.0) for k, lv in levels.items()}
     opt_levels = AdamW({k: lv.u for k, lv in levels.items()}, lr=lr) if levels else None
     opt_floats = AdamW({k: live[k] for k in float_names}, lr=lr_float) if float_names else None
     opt_latent = AdamW(latent, lr=base_rate) if free else None
