@@ -50,7 +50,7 @@ def status():
             if os.path.exists(ck):
                 done += 0 if name in recipes.FEATURE_RECIPES else fq.io.load_model(ck)[1].get("trained_steps", 0)
         print(f"{name}: at step {done} of {recipes.total_steps(settings)}"
-              + (" (an older recipe's model is in data/models)" if os.path.exists(out) else ""))
+              + (f" (an older recipe's model is in {os.path.relpath(out, ROOT)})" if os.path.exists(out) else ""))
 
 
 def main():

@@ -50,6 +50,20 @@ def test_resume_matches_an_uninterrupted_run(moons, tiny_mlp_factory, tmp_path):
         assert np.array_equal(v, resumed.parameters()[k]), k
 
 
+def test_resuming_a_finished_run_leaves_its_checkpoint_untouched(moons, tiny_mlp_factory, tmp_path):
+    kw = dict(steps=20, batch_size=32, lr=1e-3, seed=0, progress=False)
+    ckpt = tmp_path / "done.h5"
+    trained = tiny_mlp_factory()
+    fq.flow.fit(trained, moons, checkpoint=str(ckpt), **kw)
+    before, stamp = ckpt.read_bytes(), ckpt.stat().st_mtime_ns
+    again = tiny_mlp_factory(seed=5)
+    hist = fq.flow.fit(again, moons, checkpoint=str(ckpt), resume=True, **kw)
+    assert ckpt.read_bytes() == before and ckpt.stat().st_mtime_ns == stamp
+    assert len(hist.loss) == 20
+    for k, v in trained.parameters().items():
+        assert np.array_equal(v, again.parameters()[k]), k
+
+
 def _crash_after(model, data, ckpt, kw, crash_step):
     """Run fit but raise inside the optimiser at ``crash_step`` (the checkpoint at step 50 survives)."""
     real_step = fq.nn.AdamW.step

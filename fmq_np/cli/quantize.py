@@ -169,7 +169,7 @@ def _quantize_stream(args):
           + (f", {rep['resumed']} resumed from the partial output" if rep["resumed"] else "")
           + (f", {len(not_read)} datasets skipped" if not_read else "")
           + f"); weights {before} -> {after} bytes ({before / max(after, 1):.2f}x, codes and codebooks only)"
-          + (f" at {rep['mb_per_s']:.1f} MB/s" if rep["seconds"] > 0 else ""))
+          + (f" in {rep['seconds']:.1f} s ({rep['mb_per_s']:.3g} MB/s)" if rep["seconds"] > 0 else ""))
     more_in, more_out = len(rep["files_in"]) - 1, len(rep["files_out"]) - 1
     print(f"on disk: {args.input}" + (f" (+{more_in} shards)" if more_in else "") + f" {rep['bytes_in']} bytes -> "
           f"{args.out}" + (f" (+{more_out} shards)" if more_out else "") + f" {rep['bytes_out']} bytes "

@@ -104,7 +104,8 @@ def fit(model, data, steps, batch_size=256, lr=1e-3, seed=0, *, betas=(0.9, 0.95
                 raise KeyboardInterrupt(f"training interrupted{interrupt.by} after step {step}"
                                         + (f"; resume from {checkpoint}" if checkpoint else ""))
     history.seconds = time.perf_counter() - t_start
-    save(steps)
+    if start_step < steps:            # a finished checkpoint resumed as it is stays byte for byte as it was
+        save(steps)
     if ema is not None:
         model.load_parameters(ema.params)
     return history
