@@ -51,7 +51,7 @@ RECIPES = {
 #: (benchmarks/README.md). A continuation stage (``then``) is the next step
 CANDIDATES = {
     "fashion-w32": ("fashion", dict(width=32, mults=(1, 2, 2), steps=4500, batch=64, lr=1e-3, ema=0.999,
-                                    ema_warmup=True)),
+                                    ema_warmup=True, then=(dict(steps=4000, lr=5e-4),))),
 }
 #: feature networks of the Fréchet distance: ``features_<dataset>`` -> (dataset, recipe of a
 #: :class:`~fmq_np.nn.Classifier` with a ``hidden``-unit penultimate layer over the flattened conv maps, trained on

@@ -329,6 +329,36 @@ def subpixel_gather(dy, h, w):
     return grids.reshape(4, c, n, -1)
 
 
+WINOGRAD_BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], dtype=float)
+WINOGRAD_AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], dtype=float)
+
+
+def winograd_tiles(x):
+    """x (C, n, H, W), H and W even -> (16, C, n*H/2*W/2): Bᵀ d B of the 4×4 patch d around each 2×2 output tile
+    of the image zero-padded by 1, tiles in (sample, row, column) order, entries (i, j) flattened."""
+    c, n, h, w = x.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    out = np.zeros((4, 4, c, n, h // 2, w // 2), dtype=x.dtype)
+    for ty in range(h // 2):
+        for tx in range(w // 2):
+            d = xp[:, :, 2 * ty:2 * ty + 4, 2 * tx:2 * tx + 4]
+            out[:, :, :, :, ty, tx] = np.einsum("ia,cnab,jb->ijcn", WINOGRAD_BT, d, WINOGRAD_BT)
+    return out.reshape(16, c, -1)
+
+
+def winograd_untile(m, h, w):
+    """m (16, C, n*H/2*W/2) -> (C, n*H*W): Aᵀ M A of each tile's 4×4 block, written to its 2×2 outputs."""
+    _, c, t = m.shape
+    n = t // (h * w // 4)
+    tiles = m.reshape(4, 4, c, n, h // 2, w // 2)
+    out = np.zeros((c, n, h, w), dtype=m.dtype)
+    for ty in range(h // 2):
+        for tx in range(w // 2):
+            out[:, :, 2 * ty:2 * ty + 2, 2 * tx:2 * tx + 2] = np.einsum(
+                "ai,ijcn,bj->cnab", WINOGRAD_AT, tiles[:, :, :, :, ty, tx], WINOGRAD_AT)
+    return out.reshape(c, -1)
+
+
 # ------------------------------------------------------------------------------ calibration (fmq_np.quant.calibrate)
 def obq_error_feedback(w, codebook, h, damp=0.01):
     """OBQ / OBS error feedback written out plainly: for each column j in order, round every row of column j to the

@@ -12,9 +12,9 @@ from fmq_np.cli import main
 def test_train_then_sample_moons(tmp_path, capsys):
     out = str(tmp_path / "m.h5")
     assert main(["train", "--dataset", "moons", "--steps", "30", "--hidden", "16", "--depth", "1",
-                 "--batch-size", "32", "--out", out]) == 0
+                 "--batch-size", "32", "-o", out]) == 0          # -o: the short form of every --out
     assert "trained MLPVelocity on moons" in capsys.readouterr().out
-    assert main(["sample", out, "-n", "50", "--solver", "rk4", "--steps", "4", "--out", str(tmp_path / "s.npy"),
+    assert main(["sample", out, "-n", "50", "--solver", "rk4", "--steps", "4", "-o", str(tmp_path / "s.npy"),
                  "--png", str(tmp_path / "s.png")]) == 0
     s = np.load(tmp_path / "s.npy")
     assert s.shape == (50, 2) and np.isfinite(s).all()

@@ -40,6 +40,21 @@ def test_conv2d_forward_and_full_jacobian(k, stride, pad, up, act, chunked, monk
     check_jacobian(_layer_fn(conv, arrays), lambda dy: {"x": conv.backward(dy), **conv.gradients()}, arrays, rng)
 
 
+@pytest.mark.parametrize("c_out", [4, 2])           # 2: forward by Winograd tiles, dx (2 channels in) by im2col
+@pytest.mark.parametrize("chunked", [False, True])
+def test_conv2d_winograd_forward_and_full_jacobian(c_out, chunked, monkeypatch):
+    if chunked:
+        monkeypatch.setattr(layers, "CHUNK_FLOATS", 1)
+    rng = np.random.default_rng(c_out)
+    conv = layers.Conv2d(4, c_out, 3, act="silu", rng=rng).astype(F64)
+    x = rng.standard_normal((4, 2, 8, 10))
+    assert conv._winograd(8, 10, 4) and conv._winograd(8, 10, c_out) == (c_out >= 4)
+    ref = naive.conv2d(x, conv.parameters()["weight"], conv.parameters()["bias"], 1, 1, 1)
+    np.testing.assert_allclose(conv.forward(x), naive.silu(ref), rtol=1e-12, atol=1e-12)
+    arrays = module_arrays(conv, x=x)
+    check_jacobian(_layer_fn(conv, arrays), lambda dy: {"x": conv.backward(dy), **conv.gradients()}, arrays, rng)
+
+
 @pytest.mark.parametrize("mod", [False, True])
 @pytest.mark.parametrize("act", [None, "silu"])
 def test_group_norm_full_jacobian(mod, act):

@@ -173,3 +173,28 @@ def test_subpixel_scatter_and_gather_match_reference(c, n, h, w, dtype, seed):
     # adjoint identity <scatter(zg), dy> = <zg, gather(dy)>, independent of the references
     lhs = np.sum(out.astype(np.float64) * dy[:, 1:n + 1].reshape(c, -1))
     np.testing.assert_allclose(lhs, np.sum(zg.astype(np.float64) * dzg), rtol=1e-9)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 3), st.integers(1, 3), st.integers(1, 4), st.integers(1, 4), st.sampled_from(DTYPES),
+       st.integers(0, 2**31))
+def test_winograd_transforms_match_reference_and_make_a_convolution(c, n, th, tw, dtype, seed):
+    h, w = 2 * th, 2 * tw
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((c, n + 2, h, w)).astype(dtype)
+    v = np.full((16, c, n * th * tw), np.nan, dtype=dtype)
+    kernels.winograd_tiles(x, 1, n + 1, v)                       # samples 1..n of a larger batch
+    np.testing.assert_allclose(v, naive.winograd_tiles(x[:, 1:n + 1]), **TOL[dtype])
+    m = rng.standard_normal(v.shape).astype(dtype)
+    out = np.full((c, n * h * w), np.nan, dtype=dtype)
+    kernels.winograd_untile(m, h, w, out)
+    np.testing.assert_allclose(out, naive.winograd_untile(m, h, w), **TOL[dtype])
+    # the two transforms around the transformed kernel (G g Gᵀ) are the 3×3 "same" convolution
+    weight = rng.standard_normal((2, c, 3, 3))
+    g = np.array([[1, 0, 0], [.5, .5, .5], [.5, -.5, .5], [0, 0, 1]])
+    u = np.einsum("ai,ocij,bj->aboc", g, weight, g).reshape(16, 2, c)
+    conv = np.empty((2, n * h * w), dtype=dtype)
+    kernels.winograd_untile(np.matmul(u.astype(dtype), v), h, w, conv)
+    ref = naive.conv2d(x[:, 1:n + 1].astype(np.float64), weight, np.zeros(2), 1, 1, 1)
+    np.testing.assert_allclose(conv.reshape(ref.shape), ref, rtol=1e-4 if dtype == np.float32 else 1e-12,
+                               atol=1e-4 if dtype == np.float32 else 1e-12)

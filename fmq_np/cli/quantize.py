@@ -44,7 +44,7 @@ def add_quantize_parser(sub):
                         "arithmetic (the dequantized weights are bit-identical to its output on this machine)")
     p.add_argument("--key", help="torch checkpoint only: the entry to quantize, e.g. 'model' for flow_matching's "
                                  "{'model', 'optimizer', 'args'} (names are then relative to it)")
-    p.add_argument("--out", required=True,
+    p.add_argument("-o", "--out", required=True,
                    help="output: packed quantized model (.h5), or dequantized weights under the input's names and "
                         "dtypes (.safetensors; sharded like a sharded input, with its .safetensors.index.json)")
     p.add_argument("--resume", action="store_true",

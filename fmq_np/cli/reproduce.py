@@ -19,7 +19,7 @@ def add_reproduce_parser(sub):
                                    "sample grids and a plot. Ctrl-C (or SIGTERM) keeps the results so far. Measured "
                                    "on 2 cores: the default run 28 min with --workers 2; --quick 5.5 min, 3.4 min "
                                    "with --workers 2.")
-    p.add_argument("--out", default="runs/repro", help="output folder (default runs/repro)")
+    p.add_argument("-o", "--out", default="runs/repro", help="output folder (default runs/repro)")
     p.add_argument("--quick", action="store_true",
                    help=f"the quick run: datasets {','.join(QUICK['datasets'])}, bits "
                         f"{','.join(map(str, QUICK['bits']))}, scale {QUICK['scale']}")

@@ -20,7 +20,7 @@ def add_sample_parser(sub):
     p.add_argument("--atol", type=positive_float, default=1e-5, help="dopri5 absolute tolerance (default 1e-5)")
     p.add_argument("--rtol", type=nonnegative_float, default=1e-5, help="dopri5 relative tolerance (default 1e-5)")
     p.add_argument("--seed", type=parse_seed, default=0, help="noise seed (default 0)")
-    p.add_argument("--out", help="samples as .npy")
+    p.add_argument("-o", "--out", help="samples as .npy")
     p.add_argument("--png", help="picture of the samples: image grid, or density map of 2-D points")
     add_external_options(p)
     p.set_defaults(run=_sample)

@@ -43,7 +43,7 @@ def add_train_parser(sub):
                    help="continue from --checkpoint when it exists (the same settings, or an error naming them)")
     p.add_argument("--overwrite", action="store_true",
                    help="without --resume: replace an existing --checkpoint (refused otherwise)")
-    p.add_argument("--out", required=True, help="output model file (.h5)")
+    p.add_argument("-o", "--out", required=True, help="output model file (.h5)")
     p.set_defaults(run=_train)
 
 

@@ -1,5 +1,5 @@
-"""Numba kernels of the network layers: im2col / col2im, fused group norm (+ scale-shift + SiLU), fused bias + SiLU,
-AdamW update.
+"""Numba kernels of the network layers: im2col / col2im, the Winograd F(2×2, 3×3) tile transforms, fused group
+norm (+ scale-shift + SiLU), fused bias + SiLU, AdamW update.
 
 Image tensors here use the *channel-major* layout ``(C, N, H, W)`` (written CNHW): a convolution is then one GEMM
 ``W (Cout, Cin*k*k) @ cols (Cin*k*k, N*Ho*Wo)`` whose result is already CNHW. Every kernel writes into an output
@@ -170,6 +170,83 @@ def im2col_same(x, n0, n1, h, w, k, pad, cols):
             elif dj > 0:
                 for oy in range(h):
                     dst[(oy + 1) * w - edge:(oy + 1) * w] = 0.0
+
+
+@jit(parallel=True, fastmath=FASTMATH)
+def winograd_tiles(x, n0, n1, v):
+    """Input transform of the Winograd F(2×2, 3×3) convolution (3×3 kernel, padding 1, stride 1) of samples n0..n1-1.
+
+    ``x`` (C, N, H, W) with H and W even; ``v`` (16, C, T), T = (n1-n0) * H/2 * W/2 tiles in (sample, tile row, tile
+    column) order: ``v[4*i + j, c, t] = (Bᵀ d B)[i, j]`` for the 4×4 patch d of the zero-padded image whose centre
+    2×2 block is tile t's output, Bᵀ = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]].
+    """
+    c_in, _, h, w = x.shape
+    th = h // 2
+    tw = w // 2
+    for c in prange(c_in):
+        pad = np.zeros((h + 2, w + 2), dtype=x.dtype)
+        for n in range(n1 - n0):
+            pad[1:h + 1, 1:w + 1] = x[c, n0 + n]
+            for ty in range(th):
+                r0 = pad[2 * ty]
+                r1 = pad[2 * ty + 1]
+                r2 = pad[2 * ty + 2]
+                r3 = pad[2 * ty + 3]
+                base = (n * th + ty) * tw
+                for tx in range(tw):
+                    j = 2 * tx
+                    q = base + tx
+                    a0, a1, a2, a3 = r0[j] - r2[j], r0[j + 1] - r2[j + 1], r0[j + 2] - r2[j + 2], r0[j + 3] - r2[j + 3]
+                    b0, b1, b2, b3 = r1[j] + r2[j], r1[j + 1] + r2[j + 1], r1[j + 2] + r2[j + 2], r1[j + 3] + r2[j + 3]
+                    e0, e1, e2, e3 = r2[j] - r1[j], r2[j + 1] - r1[j + 1], r2[j + 2] - r1[j + 2], r2[j + 3] - r1[j + 3]
+                    f0, f1, f2, f3 = r1[j] - r3[j], r1[j + 1] - r3[j + 1], r1[j + 2] - r3[j + 2], r1[j + 3] - r3[j + 3]
+                    v[0, c, q] = a0 - a2
+                    v[1, c, q] = a1 + a2
+                    v[2, c, q] = a2 - a1
+                    v[3, c, q] = a1 - a3
+                    v[4, c, q] = b0 - b2
+                    v[5, c, q] = b1 + b2
+                    v[6, c, q] = b2 - b1
+                    v[7, c, q] = b1 - b3
+                    v[8, c, q] = e0 - e2
+                    v[9, c, q] = e1 + e2
+                    v[10, c, q] = e2 - e1
+                    v[11, c, q] = e1 - e3
+                    v[12, c, q] = f0 - f2
+                    v[13, c, q] = f1 + f2
+                    v[14, c, q] = f2 - f1
+                    v[15, c, q] = f1 - f3
+
+
+@jit(parallel=True, fastmath=FASTMATH)
+def winograd_untile(m, h, w, out):
+    """Output transform of the Winograd F(2×2, 3×3) convolution: ``m`` (16, C, T), the products of the transformed
+    kernels and tiles (:func:`winograd_tiles`), to ``out`` (C, n*H*W) with ``out``'s 2×2 block of tile t =
+    Aᵀ M_t A, Aᵀ = [[1, 1, 1, 0], [0, 1, -1, -1]]."""
+    _, c_out, t = m.shape
+    th = h // 2
+    tw = w // 2
+    for c in prange(c_out):
+        for tile_row in range(t // tw):
+            n = tile_row // th
+            ty = tile_row % th
+            o0 = n * h * w + 2 * ty * w
+            o1 = o0 + w
+            base = tile_row * tw
+            for tx in range(tw):
+                q = base + tx
+                s00 = m[0, c, q] + m[4, c, q] + m[8, c, q]
+                s01 = m[1, c, q] + m[5, c, q] + m[9, c, q]
+                s02 = m[2, c, q] + m[6, c, q] + m[10, c, q]
+                s03 = m[3, c, q] + m[7, c, q] + m[11, c, q]
+                s10 = m[4, c, q] - m[8, c, q] - m[12, c, q]
+                s11 = m[5, c, q] - m[9, c, q] - m[13, c, q]
+                s12 = m[6, c, q] - m[10, c, q] - m[14, c, q]
+                s13 = m[7, c, q] - m[11, c, q] - m[15, c, q]
+                out[c, o0 + 2 * tx] = s00 + s01 + s02
+                out[c, o0 + 2 * tx + 1] = s01 - s02 - s03
+                out[c, o1 + 2 * tx] = s10 + s11 + s12
+                out[c, o1 + 2 * tx + 1] = s11 - s12 - s13
 
 
 @jit(parallel=True, fastmath=FASTMATH)
