@@ -189,6 +189,12 @@ def test_winograd_transforms_match_reference_and_make_a_convolution(c, n, th, tw
     out = np.full((c, n * h * w), np.nan, dtype=dtype)
     kernels.winograd_untile(m, h, w, out)
     np.testing.assert_allclose(out, naive.winograd_untile(m, h, w), **TOL[dtype])
+    # the weight gradient's tiles: the adjoint of untile, <untile(m), dy> = <m, untile_adjoint(dy)>
+    dy = rng.standard_normal((c, n + 2, h, w)).astype(dtype)
+    dm = np.full(m.shape, np.nan, dtype=dtype)
+    kernels.winograd_untile_adjoint(dy, 1, n + 1, dm)
+    lhs = np.sum(out.astype(np.float64) * dy[:, 1:n + 1].reshape(c, -1))
+    np.testing.assert_allclose(lhs, np.sum(m.astype(np.float64) * dm), rtol=1e-4 if dtype == np.float32 else 1e-10)
     # the two transforms around the transformed kernel (G g Gᵀ) are the 3×3 "same" convolution
     weight = rng.standard_normal((2, c, 3, 3))
     g = np.array([[1, 0, 0], [.5, .5, .5], [.5, -.5, .5], [0, 0, 1]])

@@ -250,6 +250,47 @@ def winograd_untile(m, h, w, out):
 
 
 @jit(parallel=True, fastmath=FASTMATH)
+def winograd_untile_adjoint(dy, n0, n1, dm):
+    """Adjoint of :func:`winograd_untile` for samples n0..n1-1 of ``dy`` (C, N, H, W), H and W even: ``dm`` (16, C,
+    T) with ``dm[4*i + j, c, t] = (A dY_t Aᵀ)[i, j]`` for tile t's 2×2 block dY_t (the weight gradient's tiles)."""
+    c_out, _, h, w = dy.shape
+    th = h // 2
+    tw = w // 2
+    for c in prange(c_out):
+        for n in range(n1 - n0):
+            img = dy[c, n0 + n]
+            for ty in range(th):
+                r0 = img[2 * ty]
+                r1 = img[2 * ty + 1]
+                base = (n * th + ty) * tw
+                for tx in range(tw):
+                    j = 2 * tx
+                    q = base + tx
+                    y00, y01, y10, y11 = r0[j], r0[j + 1], r1[j], r1[j + 1]
+                    # rows i of A (1, 0), (1, 1), (1, -1), (0, -1) on the block's rows, then the same on its columns
+                    p00, p01 = y00, y01
+                    p10, p11 = y00 + y10, y01 + y11
+                    p20, p21 = y00 - y10, y01 - y11
+                    p30, p31 = -y10, -y11
+                    dm[0, c, q] = p00
+                    dm[1, c, q] = p00 + p01
+                    dm[2, c, q] = p00 - p01
+                    dm[3, c, q] = -p01
+                    dm[4, c, q] = p10
+                    dm[5, c, q] = p10 + p11
+                    dm[6, c, q] = p10 - p11
+                    dm[7, c, q] = -p11
+                    dm[8, c, q] = p20
+                    dm[9, c, q] = p20 + p21
+                    dm[10, c, q] = p20 - p21
+                    dm[11, c, q] = -p21
+                    dm[12, c, q] = p30
+                    dm[13, c, q] = p30 + p31
+                    dm[14, c, q] = p30 - p31
+                    dm[15, c, q] = -p31
+
+
+@jit(parallel=True, fastmath=FASTMATH)
 def subpixel_scatter(zg, h, w, out):
     """Interleave the four phase outputs of an upsample-by-2 convolution into the full-size image.
 
