@@ -56,8 +56,8 @@ def status():
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("names", nargs="*", help="recipes to train: "
-                    f"{', '.join([*recipes.RECIPES, *recipes.FEATURE_RECIPES])} or all (the shipped models); "
-                    f"candidates: {', '.join(recipes.CANDIDATES)}")
+                    f"{', '.join([*recipes.RECIPES, *recipes.FEATURE_RECIPES])} or all (the shipped models)"
+                    + (f"; candidates: {', '.join(recipes.CANDIDATES)}" if recipes.CANDIDATES else ""))
     ap.add_argument("--status", action="store_true", help="print how far each model is and exit")
     args = ap.parse_args()
     if args.status or not args.names:

@@ -17,8 +17,8 @@ def add_reproduce_parser(sub):
                                    "to ot and to the float model), sample drift and latent stability; write "
                                    "OUT/report.md with a verdict on the paper's claim per dataset, OUT/results.json, "
                                    "sample grids and a plot. Ctrl-C (or SIGTERM) keeps the results so far. Measured "
-                                   "on 2 cores: the default run 28 min with --workers 2; --quick 5.5 min, 3.4 min "
-                                   "with --workers 2.")
+                                   "on 2 cores: the default run 30 min with --workers 2; --quick 4.3 min with "
+                                   "--workers 2.")
     p.add_argument("-o", "--out", default="runs/repro", help="output folder (default runs/repro)")
     p.add_argument("--quick", action="store_true",
                    help=f"the quick run: datasets {','.join(QUICK['datasets'])}, bits "

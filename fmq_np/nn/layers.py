@@ -403,8 +403,7 @@ class Conv2d(Module):
             kernels.winograd_untile_adjoint(dz, n0, n1, dm)
             np.matmul(dm, v.transpose(0, 2, 1), out=du_part)
             du += du_part
-        g = np.einsum("ai,aboc,bj->ocij", _WINOGRAD_G, du.reshape(4, 4, c_out, c_in), _WINOGRAD_G)
-        gw[...] = g
+        gw[...] = np.einsum("ai,aboc,bj->ocij", _WINOGRAD_G, du.reshape(4, 4, c_out, c_in), _WINOGRAD_G)
 
     def _subpixel(self):
         """True for the upsample-by-2 3×3 convolution computed as four 2×2 phase convolutions (see _PHASE_TAPS)."""
