@@ -172,6 +172,24 @@ def im2col_same(x, n0, n1, h, w, k, pad, cols):
                     dst[(oy + 1) * w - edge:(oy + 1) * w] = 0.0
 
 
+@jit(inline="always", fastmath=FASTMATH)
+def _store_bt_row(v, k, c, q, d0, d1, d2, d3):
+    """v[k:k+4, c, q] = the row (d0, d1, d2, d3) times B: (d0 - d2, d1 + d2, d2 - d1, d1 - d3)."""
+    v[k, c, q] = d0 - d2
+    v[k + 1, c, q] = d1 + d2
+    v[k + 2, c, q] = d2 - d1
+    v[k + 3, c, q] = d1 - d3
+
+
+@jit(inline="always", fastmath=FASTMATH)
+def _store_a_row(dm, k, c, q, p0, p1):
+    """dm[k:k+4, c, q] = the pair (p0, p1) times A: (p0, p0 + p1, p0 - p1, -p1)."""
+    dm[k, c, q] = p0
+    dm[k + 1, c, q] = p0 + p1
+    dm[k + 2, c, q] = p0 - p1
+    dm[k + 3, c, q] = -p1
+
+
 @jit(parallel=True, fastmath=FASTMATH)
 def winograd_tiles(x, n0, n1, v):
     """Input transform of the Winograd F(2×2, 3×3) convolution (3×3 kernel, padding 1, stride 1) of samples n0..n1-1.
@@ -200,22 +218,10 @@ def winograd_tiles(x, n0, n1, v):
                     b0, b1, b2, b3 = r1[j] + r2[j], r1[j + 1] + r2[j + 1], r1[j + 2] + r2[j + 2], r1[j + 3] + r2[j + 3]
                     e0, e1, e2, e3 = r2[j] - r1[j], r2[j + 1] - r1[j + 1], r2[j + 2] - r1[j + 2], r2[j + 3] - r1[j + 3]
                     f0, f1, f2, f3 = r1[j] - r3[j], r1[j + 1] - r3[j + 1], r1[j + 2] - r3[j + 2], r1[j + 3] - r3[j + 3]
-                    v[0, c, q] = a0 - a2
-                    v[1, c, q] = a1 + a2
-                    v[2, c, q] = a2 - a1
-                    v[3, c, q] = a1 - a3
-                    v[4, c, q] = b0 - b2
-                    v[5, c, q] = b1 + b2
-                    v[6, c, q] = b2 - b1
-                    v[7, c, q] = b1 - b3
-                    v[8, c, q] = e0 - e2
-                    v[9, c, q] = e1 + e2
-                    v[10, c, q] = e2 - e1
-                    v[11, c, q] = e1 - e3
-                    v[12, c, q] = f0 - f2
-                    v[13, c, q] = f1 + f2
-                    v[14, c, q] = f2 - f1
-                    v[15, c, q] = f1 - f3
+                    _store_bt_row(v, 0, c, q, a0, a1, a2, a3)
+                    _store_bt_row(v, 4, c, q, b0, b1, b2, b3)
+                    _store_bt_row(v, 8, c, q, e0, e1, e2, e3)
+                    _store_bt_row(v, 12, c, q, f0, f1, f2, f3)
 
 
 @jit(parallel=True, fastmath=FASTMATH)
@@ -272,22 +278,10 @@ def winograd_untile_adjoint(dy, n0, n1, dm):
                     p10, p11 = y00 + y10, y01 + y11
                     p20, p21 = y00 - y10, y01 - y11
                     p30, p31 = -y10, -y11
-                    dm[0, c, q] = p00
-                    dm[1, c, q] = p00 + p01
-                    dm[2, c, q] = p00 - p01
-                    dm[3, c, q] = -p01
-                    dm[4, c, q] = p10
-                    dm[5, c, q] = p10 + p11
-                    dm[6, c, q] = p10 - p11
-                    dm[7, c, q] = -p11
-                    dm[8, c, q] = p20
-                    dm[9, c, q] = p20 + p21
-                    dm[10, c, q] = p20 - p21
-                    dm[11, c, q] = -p21
-                    dm[12, c, q] = p30
-                    dm[13, c, q] = p30 + p31
-                    dm[14, c, q] = p30 - p31
-                    dm[15, c, q] = -p31
+                    _store_a_row(dm, 0, c, q, p00, p01)
+                    _store_a_row(dm, 4, c, q, p10, p11)
+                    _store_a_row(dm, 8, c, q, p20, p21)
+                    _store_a_row(dm, 12, c, q, p30, p31)
 
 
 @jit(parallel=True, fastmath=FASTMATH)
