@@ -1,7 +1,7 @@
 """fmq_np.quant.cpu kernels against the plain-NumPy references of tests/naive.py."""
 import numpy as np
 import pytest
-from hypothesis import assume, given, settings, strategies as st
+from hypothesis import assume, example, given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
 from fmq_np._numba import QUANT_STREAM_BYTES, QUANT_TILE
@@ -128,6 +128,7 @@ def test_ot_equal_mass_stays_in_bounds_on_non_finite_rows():
 
 
 @given(rows_for_ot())
+@example(np.array([[0.0, 5e-324]]))           # the halved range rounds to 0 (found by hypothesis in CI)
 @SETTINGS
 def test_sort_values_sorts(w):
     row = w[0]
