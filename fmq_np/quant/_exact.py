@@ -240,10 +240,10 @@ def sort_values(row, s, bucket, count):
     nb = min(n, 65535)
     lo = np.float64(mn) * 0.5
     span = np.float64(mx) * 0.5 - lo                    # 0 when halving rounds two float64 subnormals together
-    if not span > 0.0 or not nb / span < np.inf:        # a range of a few subnormals
+    scale = nb / span if span > 0.0 else np.inf
+    if not scale < np.inf:                              # a range of a few subnormals
         s[:n] = np.sort(row)
         return
-    scale = nb / span
     top = np.float64(nb - 1)
     for i in range(n):                                  # vectorizes (kept apart from the histogram)
         f = (np.float64(row[i]) * 0.5 - lo) * scale
