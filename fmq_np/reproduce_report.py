@@ -143,7 +143,9 @@ def report_markdown(results):
              + (" — **interrupted (Ctrl-C): partial results**." if results.get("interrupted") else "."), "",
              "Every model samples from the same noise as the float model, so FDs are compared in pairs: "
              f"`FD [lo, hi]` is the FD with its 95 % paired bootstrap interval ({cfg['n_boot']} replicates over "
-             "sample rows and reference images; basic intervals), `− ot` and `− float` are the paired differences "
+             "sample rows and reference images; basic intervals: an FD of n samples is biased upwards, resampling "
+             "repeats rows and inflates it further, and the basic interval undoes that shift, so it can lie below "
+             "the FD itself), `− ot` and `− float` are the paired differences "
              "FD(row) − FD(ot at the same bits) and FD(row) − FD(float) with theirs. A difference whose interval "
              "crosses 0 is marked *n.s.* (no significant difference). FD is measured in the penultimate features "
              "of a classifier trained on the dataset's labels and shipped in data/models (not Inception: compare "
