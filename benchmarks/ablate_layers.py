@@ -83,13 +83,19 @@ def ablate(name, methods, bits_list, n, seed=0, model_file=None):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("name", choices=sorted(reproduce.PAPER_NAMES), help="shipped U-Net (dataset) to ablate")
-    ap.add_argument("--methods", default="ot", help="comma-separated reproduction methods (default ot)")
+    ap.add_argument("--methods", default="ot",
+                    help=f"comma-separated methods of {', '.join(reproduce.METHODS)} (default ot; the calibrated "
+                         "and tuned rows need a calibration or tuning step this script does not run)")
     ap.add_argument("--bits", default="2,3", help="comma-separated bit widths (default 2,3)")
     ap.add_argument("--n", type=int, default=256, help="samples per model (default 256)")
     ap.add_argument("--model", help="a U-Net file of that dataset to ablate instead of the shipped model")
     ap.add_argument("-o", "--out", help="JSON file for the rows (default results/ablate_<name>.json)")
     args = ap.parse_args()
-    result = ablate(args.name, args.methods.split(","), [int(b) for b in args.bits.split(",")], args.n,
+    methods = args.methods.split(",")
+    unknown = [m for m in methods if m not in reproduce.METHODS]
+    if unknown:
+        ap.error(f"--methods: {', '.join(unknown)} not among {', '.join(reproduce.METHODS)}")
+    result = ablate(args.name, methods, [int(b) for b in args.bits.split(",")], args.n,
                     model_file=args.model)
     out = args.out or os.path.join(HERE, "results", f"ablate_{args.name}.json")
     _atomic.write_json(out, result)
