@@ -1,9 +1,14 @@
 """Training speed of fmq_np.nn against the same architectures in PyTorch (CPU), measured in the same run.
 
-One step = flow-matching forward + backward + AdamW update (batch of noise/data pairs drawn each step); for the
-``sample*`` cases one forward pass without gradients (torch: ``inference_mode``), the work of sampling.
+One step = flow-matching forward + backward + AdamW update (batch of noise/data pairs drawn each step; fmq_np:
+``fq.flow.BatchStep``, what ``fit`` runs, its batch split over the threads); for the ``forward*`` cases one
+forward pass without gradients at batch 256 (torch: ``inference_mode``); for the ``sample*`` cases the velocities
+of 512 images in two batches of 256 (fmq_np: ``fq.flow.sample`` with one Euler step, which runs the batches on
+the threads at once; torch: two forwards), the work of sampling.
 Cases: MLP 4x256 on 2-D data, batch 1024; U-Net (width 32, mults 1-2-2, 1 block per level) on 28x28, batch 64;
-``unet16``: the shipped models' width 16; ``sample16`` / ``sample32``: forward of width 16 / 32 at batch 256.
+``unet16``: width 16; ``forward16`` / ``forward32`` / ``sample16`` / ``sample32``: width 16 / 32.
+``--one-part`` measures fmq_np's training step and sampling with the whole batch in one call on multi-threaded
+kernels instead (the behaviour before batch threads).
 fmq_np and torch runs are interleaved (repeat r: fmq_np, then torch) so that machine load hits both alike; the
 figure is the median over repeats of steps/s. Both use ``--threads`` threads (Numba kernels, torch intra-op; NumPy's
 BLAS too unless ``--blas-threads`` says otherwise). Without torch the peer columns are left empty.
@@ -24,10 +29,13 @@ def _parse():
     p.add_argument("--blas-threads", type=int, default=None,
                    help="threads of NumPy's BLAS (default: --threads); 1 avoids OpenBLAS spin-waits on a busy machine")
     p.add_argument("--repeats", type=int, default=5, help="timed repeats per case and library (median reported)")
-    p.add_argument("--cases", default="mlp,unet", help="comma list of: mlp, unet, unet16, sample16, sample32")
+    p.add_argument("--cases", default="mlp,unet",
+                   help="comma list of: mlp, unet, unet16, forward16, forward32, sample16, sample32")
     p.add_argument("--keep-freed-memory", action="store_true",
                    help="apply the fmq-np command's malloc settings (fmq_np._allocator) to this process, for both "
                         "libraries")
+    p.add_argument("--one-part", action="store_true",
+                   help="fmq_np: no batch threads (the whole batch in one call, multi-threaded kernels)")
     p.add_argument("--out", default=None, help="write the results as JSON here")
     return p.parse_args()
 
@@ -62,9 +70,13 @@ CASES = {
                  width=32, make=_unet(32)),
     "unet16": dict(label="U-Net w16 (1,2,2) (the shipped models), 28x28, batch 64", kind="train", batch=64, steps=6,
                    shape=(1, 28, 28), width=16, make=_unet(16)),
-    "sample16": dict(label="U-Net w16 forward, no gradients, 28x28, batch 256", kind="sample", batch=256, steps=3,
+    "forward16": dict(label="U-Net w16 forward, no gradients, 28x28, batch 256", kind="forward", batch=256, steps=3,
+                      shape=(1, 28, 28), width=16, make=_unet(16)),
+    "forward32": dict(label="U-Net w32 forward, no gradients, 28x28, batch 256", kind="forward", batch=256, steps=2,
+                      shape=(1, 28, 28), width=32, make=_unet(32)),
+    "sample16": dict(label="U-Net w16 sampling velocities, 2 batches of 256", kind="sample", batch=256, steps=2,
                      shape=(1, 28, 28), width=16, make=_unet(16)),
-    "sample32": dict(label="U-Net w32 forward, no gradients, 28x28, batch 256", kind="sample", batch=256, steps=2,
+    "sample32": dict(label="U-Net w32 sampling velocities, 2 batches of 256", kind="sample", batch=256, steps=1,
                      shape=(1, 28, 28), width=32, make=_unet(32)),
 }
 
@@ -78,19 +90,28 @@ def fm_batch(rng, batch, shape):
     return (1 - tb) * x0 + tb * x1, t, x1 - x0
 
 
+#: batches of 256 a ``sample`` case evaluates per step
+SAMPLE_BATCHES = 2
+
+
 def ours_stepper(case):
     model = case["make"]()
     opt = fq.nn.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95))
     rng = np.random.default_rng(0)
+    threads = 1 if ARGS.one_part else None
+    train_step = fq.flow.BatchStep(model, opt, case["batch"], threads=threads) if case["kind"] == "train" else None
 
     def step():
-        xt, t, target = fm_batch(rng, case["batch"], case["shape"])
         if case["kind"] == "sample":
+            x = rng.standard_normal((SAMPLE_BATCHES * case["batch"], *case["shape"]), dtype=np.float32)
+            fq.flow.sample(model, x0=x, solver="euler", steps=1, batch_size=case["batch"], progress=False,
+                           threads=threads)
+            return
+        xt, t, target = fm_batch(rng, case["batch"], case["shape"])
+        if case["kind"] == "forward":
             model(xt, t)
             return
-        v = model.forward(xt, t)
-        model.backward((2.0 / v.size) * (v - target))
-        opt.step(model.gradients())
+        train_step(xt, t, target, lr=1e-4)
     return step, sum(p.size for p in model.parameters().values())
 
 
@@ -175,8 +196,15 @@ if torch is not None:
         rng = np.random.default_rng(0)
 
         def step():
-            xt, t, target = (torch.from_numpy(a) for a in fm_batch(rng, case["batch"], case["shape"]))
             if case["kind"] == "sample":
+                x = torch.from_numpy(rng.standard_normal((SAMPLE_BATCHES * case["batch"], *case["shape"]),
+                                                         dtype=np.float32))
+                with torch.inference_mode():
+                    for rows in torch.split(x, case["batch"]):
+                        rows + model(rows, torch.zeros(len(rows)))
+                return
+            xt, t, target = (torch.from_numpy(a) for a in fm_batch(rng, case["batch"], case["shape"]))
+            if case["kind"] == "forward":
                 with torch.inference_mode():
                     model(xt, t)
                 return
@@ -223,7 +251,7 @@ def main():
                        ratio=float(np.median(ours_runs) / np.median(peer_runs)))
         rows.append(row)
         print(json.dumps({k: v for k, v in row.items() if not k.endswith("_runs")}), flush=True)
-    meta = dict(threads=threads, blas_threads=ARGS.blas_threads, repeats=ARGS.repeats,
+    meta = dict(threads=threads, blas_threads=ARGS.blas_threads, repeats=ARGS.repeats, one_part=ARGS.one_part,
                 keep_freed_memory=ARGS.keep_freed_memory,
                 python=platform.python_version(), numpy=np.__version__,
                 torch=None if torch is None else torch.__version__, machine=platform.machine(),

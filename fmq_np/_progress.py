@@ -4,6 +4,7 @@ Shown when stderr is a terminal; ``FMQ_NP_PROGRESS=1`` forces it on (e.g. in log
 """
 import os
 import sys
+import threading
 import time
 
 
@@ -26,15 +27,17 @@ class Progress:
         self.start = time.perf_counter()
         self._last = 0.0
         self._values = {}
+        self._lock = threading.Lock()     # threads sharing a batch update one bar
 
     def update(self, n=1, **values):
-        """Advance by ``n``; ``values`` (e.g. loss) are shown beside the count."""
-        self.count += n
-        self._values.update(values)
-        now = time.perf_counter()
-        if self.enabled and (now - self._last >= self.min_interval or self.count >= self.total):
-            self._last = now
-            self._draw(now)
+        """Advance by ``n``; ``values`` (e.g. loss) are shown beside the count. Safe to call from several threads."""
+        with self._lock:
+            self.count += n
+            self._values.update(values)
+            now = time.perf_counter()
+            if self.enabled and (now - self._last >= self.min_interval or self.count >= self.total):
+                self._last = now
+                self._draw(now)
 
     def _draw(self, now):
         elapsed = max(now - self.start, 1e-9)

@@ -1,7 +1,10 @@
 """Generate samples by integrating a velocity model from Gaussian noise (t = 0) to data (t = 1)."""
+import contextlib
+
 import numpy as np
 
 from .._progress import Progress
+from .._threads import BatchThreads, batch_threads
 from .._validate import check_int
 from .shapes import check_data, sample_shape
 from .solvers import check_solver, integrate
@@ -26,13 +29,15 @@ BATCH_VALUES = 1 << 18
 
 
 def sample(model, *, n=1000, solver="heun2", steps=50, seed=0, x0=None, batch_size=None, atol=1e-5, rtol=1e-5,
-           progress=None):
+           progress=None, threads=None):
     """Draw ``n`` samples: integrate ``model`` from the noise of ``seed`` (or the given ``x0``) with ``solver``.
 
     Returns float32 (n, *sample_shape). Passing the same ``seed`` (or ``x0``) to two models gives the pathwise
     comparison the quantization bounds speak of. Work is split into batches of ``batch_size`` samples (default:
     :data:`BATCH_VALUES` values per batch, e.g. 334 images of 28×28; an adaptive solver chooses its steps per
-    batch).
+    batch). Batches run at once on ``threads`` threads with one-thread kernels (None: fmq_np's thread count, see
+    :func:`fmq_np._threads.batch_threads`; only for fmq_np models, whose inference caches nothing): the batches
+    are the same whatever the thread count, and so are the samples.
     """
     check_solver(solver, steps)
     if x0 is None:
@@ -45,9 +50,19 @@ def sample(model, *, n=1000, solver="heun2", steps=50, seed=0, x0=None, batch_si
     check_int("batch_size", batch_size, 1)
     f = velocity_field(model)
     out = np.empty_like(x0)
-    with Progress(len(x0), f"sample[{solver}]", enabled=progress) as bar:
-        for start in range(0, len(x0), batch_size):
-            chunk = x0[start:start + batch_size]
-            out[start:start + len(chunk)] = integrate(f, chunk, solver=solver, steps=steps, atol=atol, rtol=rtol).x
-            bar.update(len(chunk))
+    batches = [slice(start, start + batch_size) for start in range(0, len(x0), batch_size)]
+    from ..nn import Module
+    team_size = min(len(batches), batch_threads(threads)) if isinstance(model, Module) else 1
+    with Progress(len(x0), f"sample[{solver}]", enabled=progress) as bar, \
+            (BatchThreads(team_size) if team_size > 1 else contextlib.nullcontext()) as team:
+
+        def run(rows):
+            out[rows] = integrate(f, x0[rows], solver=solver, steps=steps, atol=atol, rtol=rtol).x
+            bar.update(len(out[rows]))
+
+        if team is None:
+            for rows in batches:
+                run(rows)
+        else:
+            team.map(run, batches)
     return out

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .._progress import Progress
+from .._threads import BatchThreads, batch_threads, split
 from .._validate import check_choice, check_int
 from ..errors import FmqError, FormatError, InputError
 from .coupling import COUPLINGS, ot_pairing
@@ -31,25 +32,28 @@ class History:
 
 def fit(model, data, steps, batch_size=256, lr=1e-3, seed=0, *, betas=(0.9, 0.95), weight_decay=0.0,
         ema_decay=0.999, ema_warmup=True, schedule="constant", warmup=0, final_lr=1e-8, times="uniform",
-        coupling=None, checkpoint=None, checkpoint_every=1000, resume=False, progress=None, meta=None):
+        coupling=None, checkpoint=None, checkpoint_every=1000, resume=False, progress=None, meta=None, threads=None):
     """Train ``model`` in place by flow matching on ``data`` and return its :class:`History`.
 
     Each step draws ``batch_size`` data points x1 (with replacement), noise x0 ~ N(0, I), times t from the
     ``times`` sampler (``"uniform"`` or the paper's ``"skewed"``), optionally pairs x0 to x1 by minibatch OT
     (``coupling="ot"``), and takes an AdamW step on the mean squared error between ``model.forward(x_t, t)`` and
-    x1 − x0. The learning rate follows ``schedule`` (``"constant"``, ``"linear"`` decay to ``final_lr``, ``"cosine"``)
-    after ``warmup`` steps. With ``ema_decay`` > 0 an exponential moving average of the weights is kept and the
-    model ends training holding the EMA weights. ``ema_warmup=True`` (the default) ramps the EMA's decay up as
-    ``min(ema_decay, (1 + k) / (10 + k))`` at step k, so the average forgets the initial weights (which otherwise
-    keep a share ema_decay**steps: 5 % after 3000 steps at 0.999); ``ema_warmup=False`` keeps ``ema_decay`` from
-    the first step (the behaviour before this option existed).
+    x1 − x0. The learning rate follows ``schedule`` (``"constant"``, ``"linear"`` decay to ``final_lr``,
+    ``"cosine"``) after ``warmup`` steps. With ``ema_decay`` > 0 an exponential moving average of the weights is
+    kept and the model ends training holding the EMA weights. ``ema_warmup=True`` (the default) ramps the EMA's
+    decay up as ``min(ema_decay, (1 + k) / (10 + k))`` at step k, so the average forgets the initial weights (which
+    otherwise keep a share ema_decay**steps: 5 % after 3000 steps at 0.999); ``ema_warmup=False`` keeps
+    ``ema_decay`` from the first step (the behaviour before this option existed).
+
+    ``threads``: with more than 1 (None: fmq_np's thread count, see :func:`fmq_np._threads.batch_threads`) each
+    batch is split into that many parts (:class:`BatchStep`) that run at once on threads with one-thread kernels;
+    the gradient is the whole batch's up to float rounding.
 
     ``checkpoint``: an HDF5 path written every ``checkpoint_every`` steps, at the end, and when Ctrl-C stops the
     run after the step in progress (atomic writes; it holds the EMA weights as the model plus everything needed to
-    resume). ``resume=True``
-    continues from that file when it exists. Runs with the same seed are bitwise reproducible on one machine,
-    resumed or not. A non-finite loss (the run diverged) raises :class:`~fmq_np.FmqError` itself, not InputError:
-    no single argument is wrong.
+    resume). ``resume=True`` continues from that file when it exists. Runs with the same seed and thread count are
+    bitwise reproducible on one machine, resumed or not. A non-finite loss (the run diverged) raises
+    :class:`~fmq_np.FmqError` itself, not InputError: no single argument is wrong.
     """
     from .. import nn  # the trainer needs the optimizers; nn never needs flow
     data = check_data(model, data)
@@ -83,11 +87,12 @@ def fit(model, data, steps, batch_size=256, lr=1e-3, seed=0, *, betas=(0.9, 0.95
             _save(checkpoint, model, opt, ema, rng, history, step, run_meta)
 
     t_start = time.perf_counter() - history.seconds
-    with _DeferredInterrupt() as interrupt, Progress(steps, "train", enabled=progress) as bar:
+    with _DeferredInterrupt() as interrupt, Progress(steps, "train", enabled=progress) as bar, \
+            BatchStep(model, opt, batch_size, threads) as take_step:
         bar.update(start_step)
         for step in range(start_step + 1, steps + 1):
             rate = lr_at(step - 1)
-            loss = _train_step(model, opt, data, batch_size, rate, rng, draw_times, coupling)
+            loss = take_step(*_draw_batch(data, batch_size, rng, draw_times, coupling), lr=rate)
             if not np.isfinite(loss):
                 raise FmqError(f"training diverged at step {step}: loss is {loss} (lower lr={lr:g}? data scaled?)")
             if ema is not None:
@@ -138,21 +143,74 @@ class _DeferredInterrupt:
         return False
 
 
-def _train_step(model, opt, data, batch_size, rate, rng, draw_times, coupling):
-    """One AdamW step on a fresh batch; returns the batch loss (float). A non-finite loss takes no step."""
+#: samples: fit() splits a batch over threads only into parts at least this large (smaller GEMMs lose more to
+#: their fixed costs than a second thread wins)
+MIN_SHARD = 16
+
+
+class BatchStep:
+    """One AdamW step of flow-matching training on a given batch, the batch split over threads as fit() does it
+    (its ``threads``): parts of at least :data:`MIN_SHARD` samples run at once on replicas of ``model`` that share
+    its weights, and their gradients are summed into ``model``'s. A context manager: it owns its threads.
+
+        with BatchStep(model, opt, batch_size=64) as step:
+            loss = step(x_t, t, target, lr=1e-3)     # x_t, target (batch_size, ...) float32, t (batch_size,)
+    """
+
+    def __init__(self, model, opt, batch_size, threads=None):
+        from ..nn import Module        # a model that is no fmq_np Module cannot be replicated: one part
+        parts = 1 if not isinstance(model, Module) else max(1, min(batch_threads(threads), batch_size // MIN_SHARD))
+        self.model, self.opt, self.batch_size = model, opt, int(batch_size)
+        self.replicas = [model] + [model.replica() for _ in range(parts - 1)]
+        self._team = BatchThreads(parts) if parts > 1 else None
+
+    def __call__(self, xt, t, target, lr):
+        """Take the step at learning rate ``lr``; returns the batch loss (mean squared error, float). A non-finite
+        loss takes no step."""
+        scale = np.float32(2.0 / target.size)
+
+        def part(i, rows):
+            diff = self.replicas[i].forward(xt[rows], t[rows]) - target[rows]
+            squares = float(np.sum(np.square(diff, dtype=np.float64)))
+            if np.isfinite(squares):
+                self.replicas[i].backward(diff * scale)
+            return squares
+
+        if self._team is None:
+            squares = [part(0, slice(None))]
+        else:
+            squares = self._team.map(lambda p: part(*p), enumerate(split(len(target), len(self.replicas))))
+        loss = sum(squares) / target.size
+        if not np.isfinite(loss):
+            return loss
+        grads = self.model.gradients()
+        for replica in self.replicas[1:]:
+            for key, g in replica.gradients().items():
+                grads[key] += g
+        self.opt.step(grads, lr=lr)
+        return loss
+
+    def close(self):
+        if self._team is not None:
+            self._team.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+
+def _draw_batch(data, batch_size, rng, draw_times, coupling):
+    """A training batch: (x_t, t, target velocity) from ``batch_size`` data points drawn with replacement."""
     x1 = data[rng.integers(0, len(data), batch_size)]
     x0 = rng.standard_normal(x1.shape, dtype=np.float32)
     t = draw_times(rng, batch_size)
     if coupling == "ot":
         x0 = ot_pairing(x0, x1)
     xt, target = condot_sample(x0, x1, t)
-    diff = model.forward(xt, t) - target
-    loss = float(np.mean(np.square(diff, dtype=np.float64)))
-    if not np.isfinite(loss):
-        return loss
-    model.backward(diff * np.float32(2.0 / diff.size))
-    opt.step(model.gradients(), lr=rate)
-    return loss
+    return xt, t, target
 
 
 def _save(path, model, opt, ema, rng, history, step, meta):

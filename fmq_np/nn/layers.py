@@ -11,6 +11,7 @@ is one GEMM whose result is already in that layout; models convert from and to t
 Parameters are float32 by default; :meth:`Module.astype` converts a whole module (float64 for gradient checks).
 Arrays given to layers must be C-contiguous and of the module's dtype (the models take care of that).
 """
+import copy
 import math
 import threading
 
@@ -65,6 +66,17 @@ class Module:
         for _, mod in self.modules():
             for g in mod._grads.values():
                 g[...] = 0
+
+    def replica(self):
+        """A module of the same architecture that shares this one's parameter arrays (an update of either is seen by
+        both) and has its own gradients, caches and buffers: two threads can then each run ``forward``/``backward``
+        on a part of one batch (:func:`fmq_np.flow.fit` sums the parts' gradients). Call it before training: caches
+        are copied with the rest."""
+        shared = {id(v): v for _, mod in self.modules() for v in mod._params.values()}
+        twin = copy.deepcopy(self, shared)
+        for _, mod in twin.modules():
+            mod._bufs = {}
+        return twin
 
     def cached_input(self):
         """The input array of this layer's last ``forward(train=True)``, in the layer's own layout (Linear (N, in),
