@@ -121,6 +121,17 @@ class BatchThreads:
         return False
 
 
+def run_batches(fn, batches, threads=None):
+    """Call ``fn(rows)`` for every slice in ``batches``: on a :class:`BatchThreads` team of
+    ``min(len(batches), batch_threads(threads))`` threads, or in order on this thread when that is 1 (what
+    ``fn`` computes for a batch must not depend on which thread runs it). Returns the results in order."""
+    team_size = min(len(batches), batch_threads(threads))
+    if team_size <= 1:
+        return [fn(rows) for rows in batches]
+    with BatchThreads(team_size) as team:
+        return team.map(fn, batches)
+
+
 def split(n, parts):
     """``parts`` contiguous slices covering range(n), sizes differing by at most 1 (the first ones larger)."""
     base, extra = divmod(int(n), int(parts))

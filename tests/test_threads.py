@@ -111,3 +111,13 @@ def test_team_threads_run_single_threaded_kernels_and_pass_errors_on():
         assert team.map(threads_seen, range(4)) == [1, 1, 1, 1]
         with pytest.raises(InputError, match="part 1 is bad"):
             team.map(fails, range(3))
+
+
+@needs_batch_threads
+def test_image_features_do_not_depend_on_the_thread_count():
+    net = fq.nn.Classifier(channels=1, size=8, n_classes=3, width=4, seed=5)
+    images = np.random.default_rng(6).uniform(-1, 1, (9, 1, 8, 8)).astype(np.float32)
+    one = fq.eval.image_features(net, images, batch_size=2, threads=1)
+    two = fq.eval.image_features(net, images, batch_size=2, threads=2)
+    assert one.shape == (9, net.features(images[:1]).shape[1])
+    np.testing.assert_array_equal(two, one)

@@ -186,11 +186,17 @@ def train_feature_net(images, labels=None, *, width=8, steps=200, batch_size=64,
     return net
 
 
-def image_features(net, images, batch_size=256):
-    """Features (n, d) float64 of images (n, C, H, W) under the feature network ``net`` (in batches)."""
+def image_features(net, images, batch_size=256, threads=None):
+    """Features (n, d) float64 of images (n, C, H, W) under the feature network ``net``, in batches of
+    ``batch_size`` run on ``threads`` threads (None: fmq_np's thread count; see :func:`fmq_np._threads.run_batches`;
+    the batches, and so the features, are the same at any thread count)."""
+    from .._threads import run_batches
+    from ..nn import Module
     images = np.asarray(images, np.float32)
-    return np.concatenate([net.features(images[i:i + batch_size]).astype(np.float64)
-                           for i in range(0, len(images), batch_size)])
+    batches = [slice(i, i + batch_size) for i in range(0, len(images), batch_size)]
+    parts = run_batches(lambda rows: net.features(images[rows]).astype(np.float64), batches,
+                        threads if isinstance(net, Module) else 1)
+    return np.concatenate(parts)
 
 
 def image_frechet_distance(net, images_a, images_b):

@@ -1,10 +1,8 @@
 """Generate samples by integrating a velocity model from Gaussian noise (t = 0) to data (t = 1)."""
-import contextlib
-
 import numpy as np
 
 from .._progress import Progress
-from .._threads import BatchThreads, batch_threads
+from .._threads import run_batches
 from .._validate import check_int
 from .shapes import check_data, sample_shape
 from .solvers import check_solver, integrate
@@ -52,17 +50,11 @@ def sample(model, *, n=1000, solver="heun2", steps=50, seed=0, x0=None, batch_si
     out = np.empty_like(x0)
     batches = [slice(start, start + batch_size) for start in range(0, len(x0), batch_size)]
     from ..nn import Module
-    team_size = min(len(batches), batch_threads(threads)) if isinstance(model, Module) else 1
-    with Progress(len(x0), f"sample[{solver}]", enabled=progress) as bar, \
-            (BatchThreads(team_size) if team_size > 1 else contextlib.nullcontext()) as team:
+    with Progress(len(x0), f"sample[{solver}]", enabled=progress) as bar:
 
         def run(rows):
             out[rows] = integrate(f, x0[rows], solver=solver, steps=steps, atol=atol, rtol=rtol).x
-            bar.update(len(out[rows]))
+            bar.update(len(x0[rows]))
 
-        if team is None:
-            for rows in batches:
-                run(rows)
-        else:
-            team.map(run, batches)
+        run_batches(run, batches, threads if isinstance(model, Module) else 1)
     return out
