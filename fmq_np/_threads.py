@@ -1,10 +1,10 @@
 """Threads that share a batch: the one home of running model work on several Python threads at once.
 
 A U-Net's Numba kernels and small BLAS GEMMs gain little from a second thread inside one call (a training step of
-the width-32 U-Net: 1.5 steps/s on one thread, 1.55 on two), while two halves of the batch run side by side on
-one thread each go 1.4–2× faster (benchmarks/README.md). A :class:`BatchThreads` team gives each of its threads
-single-threaded Numba kernels and BLAS, for the calling thread's share of the machine; callers hand it
-independent parts of a batch.
+the width-32 U-Net: 1.54 steps/s on one thread and on two), while two halves of the batch side by side on one
+thread each go 1.7–1.85× faster (training and sampling, benchmarks/README.md). A :class:`BatchThreads` team
+gives each of its threads single-threaded Numba kernels and BLAS, for the calling thread's share of the machine;
+callers hand it independent parts of a batch.
 
 The BLAS is limited per thread with OpenBLAS's ``openblas_set_num_threads_local`` (OpenBLAS 0.3.27 and later,
 as bundled with NumPy 2) or MKL's ``mkl_set_num_threads_local``; where neither is found, or Numba's threading
@@ -95,7 +95,8 @@ class BatchThreads:
     """``n`` worker threads with single-threaded Numba kernels and BLAS (``n`` from :func:`batch_threads`, > 1).
 
     Use as a context manager; :meth:`map` runs ``fn`` on each item, spread over the threads, and returns the
-    results in order (an exception in any call is raised here once all have finished).
+    results in order (an exception in any call is raised here once all have finished). Leaving the block by an
+    exception (Ctrl-C included) drops the items not yet started.
     """
 
     def __init__(self, n):
@@ -110,14 +111,15 @@ class BatchThreads:
                 raise error
         return [f.result() for f in futures]
 
-    def close(self):
-        self._pool.shutdown(wait=True)
+    def close(self, cancel=False):
+        """Wait for the running calls; with ``cancel``, drop the queued ones."""
+        self._pool.shutdown(wait=True, cancel_futures=cancel)
 
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
-        self.close()
+    def __exit__(self, exc_type, *exc):
+        self.close(cancel=exc_type is not None)
         return False
 
 
