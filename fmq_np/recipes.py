@@ -23,7 +23,8 @@ Every recipe is the paper's FM training (CondOT path, skewed times, AdamW betas 
   shipped since 2026-12-04; the width-16 model and its checkpoints are in git history before that. A third
   stage (4000 steps from 4e-4, 50 min on one core with the Winograd convolutions) bought little: 2.60× with 20
   heun2 steps (18.1 against 18.5), 5.59× with the reproduction's 4 steps (39.0 against 43.3), so at 8000
-  training images this network has about converged and more steps are not the way to the 1.5× goal.
+  training images this network has about converged and more steps are not the way to the 1.5× goal. Nor is
+  more data: a fourth stage on 3× the images (train + extra) measured 2.58× (benchmarks/extra_data_stage.py).
 
 ``train(name, out, checkpoint)`` runs a recipe with checkpoints and resume; ``benchmarks/train_models.py``
 drives it for every shipped model. The model file records the recipe, the steps, the wall time and the dataset
