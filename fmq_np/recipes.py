@@ -53,7 +53,13 @@ RECIPES = {
 #: ``benchmarks/train_models.py NAME`` into ``benchmarks/checkpoints/NAME.h5`` (not shipped) and measured against the
 #: shipped model by ``benchmarks/float_fd.py DATASET --model ...``; one that measures better is promoted into
 #: :data:`RECIPES` with its checkpoints (the width-32 Fashion-MNIST recipe was "fashion-w32" until 2026-12-04)
-CANDIDATES = {}
+CANDIDATES = {
+    # capacity for Fashion-MNIST: width 32 converged near 2.6x its floor with steps and data to spare (above); its
+    # first stage reached 4.43x after 4500 steps, to be compared with this one at the same steps (1.35 steps/s
+    # on 2 threads against 2.6 for width 32; 1.67 M parameters)
+    "fashion-w48": ("fashion", dict(width=48, mults=(1, 2, 2), steps=4500, batch=64, lr=1e-3, ema=0.999,
+                                    ema_warmup=True)),
+}
 #: feature networks of the Fréchet distance: ``features_<dataset>`` -> (dataset, recipe of a
 #: :class:`~fmq_np.nn.Classifier` with a ``hidden``-unit penultimate layer over the flattened conv maps, trained on
 #: the dataset's labels with AdamW, linear LR decay, random shifts of up to ``shift`` pixels and, with ``flip``,

@@ -121,3 +121,11 @@ def test_image_features_do_not_depend_on_the_thread_count():
     two = fq.eval.image_features(net, images, batch_size=2, threads=2)
     assert one.shape == (9, net.features(images[:1]).shape[1])
     np.testing.assert_array_equal(two, one)
+
+
+def test_batch_step_names_mismatched_arrays():
+    model = _unet()
+    with fq.flow.BatchStep(model, fq.nn.AdamW(model.parameters()), batch_size=4) as step:
+        x = np.zeros((4, 1, 8, 8), np.float32)
+        with pytest.raises(InputError, match="BatchStep: x_t .* target"):
+            step(x, np.zeros(4, np.float32), x[:3], lr=1e-3)

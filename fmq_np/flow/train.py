@@ -160,13 +160,16 @@ class BatchStep:
     def __init__(self, model, opt, batch_size, threads=None):
         from ..nn import Module        # a model that is no fmq_np Module cannot be replicated: one part
         parts = 1 if not isinstance(model, Module) else max(1, min(batch_threads(threads), batch_size // MIN_SHARD))
-        self.model, self.opt, self.batch_size = model, opt, int(batch_size)
+        self.model, self.opt = model, opt
         self.replicas = [model] + [model.replica() for _ in range(parts - 1)]
         self._team = BatchThreads(parts) if parts > 1 else None
 
     def __call__(self, xt, t, target, lr):
         """Take the step at learning rate ``lr``; returns the batch loss (mean squared error, float). A non-finite
         loss takes no step."""
+        if np.shape(target) != np.shape(xt) or np.shape(t) != np.shape(xt)[:1]:
+            raise InputError(f"BatchStep: x_t {np.shape(xt)}, t {np.shape(t)} and target {np.shape(target)} must be "
+                             "(n, ...), (n,) and (n, ...) of the same n and sample shape")
         scale = np.float32(2.0 / target.size)
 
         def part(i, rows):
