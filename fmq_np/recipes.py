@@ -54,9 +54,9 @@ RECIPES = {
 #: shipped model by ``benchmarks/float_fd.py DATASET --model ...``; one that measures better is promoted into
 #: :data:`RECIPES` with its checkpoints (the width-32 Fashion-MNIST recipe was "fashion-w32" until 2026-12-04)
 CANDIDATES = {
-    # capacity for Fashion-MNIST: width 32 converged near 2.6x its floor with steps and data to spare (above); its
-    # first stage reached 4.43x after 4500 steps, to be compared with this one at the same steps (1.35 steps/s
-    # on 2 threads against 2.6 for width 32; 1.67 M parameters)
+    # capacity for Fashion-MNIST: width 32 converged near 2.6x its floor with steps and data to spare (above). After
+    # the same 4500 steps width 48 (1.67 M parameters, 1.35 steps/s on 2 threads against 2.6) measured 4.28x
+    # against width 32's 4.43x (20 heun2 steps, n = 2000): worse per CPU-hour, not continued (benchmarks/README.md)
     "fashion-w48": ("fashion", dict(width=48, mults=(1, 2, 2), steps=4500, batch=64, lr=1e-3, ema=0.999,
                                     ema_warmup=True)),
 }
