@@ -75,11 +75,14 @@ def _capable():
         return _state["capable"]
 
 
-def batch_threads(threads=None):
-    """How many threads may share a batch: ``threads`` (None: Numba's current thread count, i.e. ``FMQ_NP_THREADS``
-    or all cores) where this process can give each thread single-threaded BLAS and Numba kernels, else 1."""
+def batch_threads(threads=None, model=None):
+    """How many threads may share a batch of ``model``: ``threads`` (None: Numba's current thread count, i.e.
+    ``FMQ_NP_THREADS`` or all cores) where this process can give each thread single-threaded BLAS and Numba
+    kernels, else 1; 1 as well for a ``model`` that is no fmq_np Module (its inference may cache, and it cannot be
+    replicated for training)."""
+    from .nn import Module
     threads = get_threads() if threads is None else check_int("threads", threads, 1)
-    if threads <= 1 or not _capable():
+    if threads <= 1 or (model is not None and not isinstance(model, Module)) or not _capable():
         return 1
     return threads
 
@@ -123,11 +126,11 @@ class BatchThreads:
         return False
 
 
-def run_batches(fn, batches, threads=None):
+def run_batches(fn, batches, threads=None, model=None):
     """Call ``fn(rows)`` for every slice in ``batches``: on a :class:`BatchThreads` team of
-    ``min(len(batches), batch_threads(threads))`` threads, or in order on this thread when that is 1 (what
+    ``min(len(batches), batch_threads(threads, model))`` threads, or in order on this thread when that is 1 (what
     ``fn`` computes for a batch must not depend on which thread runs it). Returns the results in order."""
-    team_size = min(len(batches), batch_threads(threads))
+    team_size = min(len(batches), batch_threads(threads, model))
     if team_size <= 1:
         return [fn(rows) for rows in batches]
     with BatchThreads(team_size) as team:

@@ -129,3 +129,23 @@ def test_batch_step_names_mismatched_arrays():
         x = np.zeros((4, 1, 8, 8), np.float32)
         with pytest.raises(InputError, match="BatchStep: x_t .* target"):
             step(x, np.zeros(4, np.float32), x[:3], lr=1e-3)
+
+
+@needs_batch_threads
+def test_a_model_that_is_no_fmq_np_module_runs_on_the_calling_thread():
+    import threading
+    seen = set()
+
+    class Velocity:                   # a user's velocity: its inference may cache, so it is never run on two threads
+        def config(self):
+            return {"channels": 1, "size": 8}
+
+        def __call__(self, x, t):
+            seen.add(threading.current_thread().name)
+            return -x
+
+    assert _threads.batch_threads(2, Velocity()) == 1 and _threads.batch_threads(2, _unet()) == 2
+    x0 = np.ones((6, 1, 8, 8), np.float32)
+    out = fq.flow.sample(Velocity(), x0=x0, solver="euler", steps=1, batch_size=2, threads=2, progress=False)
+    np.testing.assert_array_equal(out, np.zeros_like(x0))
+    assert seen == {threading.current_thread().name}

@@ -191,11 +191,9 @@ def image_features(net, images, batch_size=256, threads=None):
     ``batch_size`` run on ``threads`` threads (None: fmq_np's thread count; see :func:`fmq_np._threads.run_batches`;
     the batches, and so the features, are the same at any thread count)."""
     from .._threads import run_batches
-    from ..nn import Module
     images = np.asarray(images, np.float32)
     batches = [slice(i, i + batch_size) for i in range(0, len(images), batch_size)]
-    parts = run_batches(lambda rows: net.features(images[rows]).astype(np.float64), batches,
-                        threads if isinstance(net, Module) else 1)
+    parts = run_batches(lambda rows: net.features(images[rows]).astype(np.float64), batches, threads, net)
     return np.concatenate(parts)
 
 

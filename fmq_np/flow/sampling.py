@@ -49,12 +49,11 @@ def sample(model, *, n=1000, solver="heun2", steps=50, seed=0, x0=None, batch_si
     f = velocity_field(model)
     out = np.empty_like(x0)
     batches = [slice(start, start + batch_size) for start in range(0, len(x0), batch_size)]
-    from ..nn import Module
     with Progress(len(x0), f"sample[{solver}]", enabled=progress) as bar:
 
         def run(rows):
             out[rows] = integrate(f, x0[rows], solver=solver, steps=steps, atol=atol, rtol=rtol).x
             bar.update(len(x0[rows]))
 
-        run_batches(run, batches, threads if isinstance(model, Module) else 1)
+        run_batches(run, batches, threads, model)
     return out

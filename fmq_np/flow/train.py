@@ -158,8 +158,7 @@ class BatchStep:
     """
 
     def __init__(self, model, opt, batch_size, threads=None):
-        from ..nn import Module        # a model that is no fmq_np Module cannot be replicated: one part
-        parts = 1 if not isinstance(model, Module) else max(1, min(batch_threads(threads), batch_size // MIN_SHARD))
+        parts = max(1, min(batch_threads(threads, model), batch_size // MIN_SHARD))
         self.model, self.opt = model, opt
         self.replicas = [model] + [model.replica() for _ in range(parts - 1)]
         self._team = BatchThreads(parts) if parts > 1 else None
